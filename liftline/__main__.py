@@ -1,0 +1,3 @@
+from liftline.cli.main import main
+
+main()

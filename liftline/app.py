@@ -1,0 +1,58 @@
+"""App: the registry of an application's reducers and job handlers.
+
+There is no global default App; create one and pass it (``liftline worker
+--app module:attr`` imports it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from liftline.codec import BUILTIN_OPS
+from liftline.errors import ConfigError
+
+Reducer = Callable[[Any, Any], Any]
+
+
+class App:
+    """Reducers (custom write ops) and jobs of one application."""
+
+    def __init__(self, name: str = "liftline") -> None:
+        self.name = name
+        self.reducers: dict[str, Reducer] = {}
+        self.jobs: dict[str, Any] = {}
+
+    def reducer(self, op: str) -> Callable[[Reducer], Reducer]:
+        """Register ``fn(current, value) -> new`` as the write op ``op``.
+
+        ``current`` is None when the key is absent. The function must be
+        deterministic: every replica applies it to the same stream. Raising
+        InvalidWrite (or anything else) turns that write into a dead letter.
+        """
+        if op in BUILTIN_OPS:
+            raise ConfigError(f"op {op!r} is built in and cannot be redefined")
+        if not op or len(op) > 64:
+            raise ConfigError("op names are 1-64 characters")
+
+        def register(fn: Reducer) -> Reducer:
+            self.reducers[op] = fn
+            return fn
+
+        return register
+
+
+def load_app(spec: str) -> App:
+    """The App at ``module:attribute`` (ConfigError if there is none)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name:
+        raise ConfigError(f"--app {spec!r}: expected module:attribute")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"--app {spec!r}: cannot import {module_name!r}: {exc}") from exc
+    obj = getattr(module, attr or "app", None)
+    if not isinstance(obj, App):
+        raise ConfigError(f"--app {spec!r}: {attr or 'app'!r} is not a liftline.App")
+    return obj

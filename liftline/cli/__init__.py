@@ -1,0 +1,1 @@
+"""The `liftline` command line."""

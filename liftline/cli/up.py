@@ -1,0 +1,41 @@
+"""`liftline up`: the whole local stack in one command."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from liftline.cli.common import connection_options
+from liftline.settings import Settings
+from liftline.stack import LocalStack
+
+
+@click.command()
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Worker processes to start.")
+@click.option("--app", "app_spec", metavar="MODULE:ATTR", help="App with your reducers.")
+@click.option("--data-dir", envvar="LIFTLINE_DATA_DIR", show_envvar=True,
+              help="Where servers keep their data (default .liftline).")
+@connection_options
+def up(settings: Settings, workers: int, app_spec: str | None, data_dir: str | None) -> None:
+    """Start RabbitMQ and Redis from the system binaries (data under .liftline/),
+    declare the topology and start workers; Ctrl-C stops everything it started.
+
+    Servers already running at LIFTLINE_AMQP_URL / LIFTLINE_REDIS_URL are used
+    instead of starting new ones when those variables are set.
+    """
+    if data_dir:
+        settings = settings.replace(data_dir=data_dir)
+    stack = LocalStack(
+        settings, workers=workers, app=app_spec,
+        reuse_amqp="LIFTLINE_AMQP_URL" in os.environ,
+        reuse_redis="LIFTLINE_REDIS_URL" in os.environ,
+        say=lambda line: click.echo(line),
+    )
+    try:
+        stack.start()
+        stack.run_forever()
+    finally:
+        click.echo("stopping…")
+        stack.stop()

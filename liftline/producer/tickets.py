@@ -1,0 +1,97 @@
+"""Tickets and the futures that deliver them."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import NamedTuple
+
+from liftline.errors import InvalidWrite, LiftlineError, Timeout
+
+
+class Ticket(NamedTuple):
+    """Proof that RabbitMQ confirmed a write: where it is and its sequence number."""
+
+    partition: int
+    producer_id: str
+    seq: int
+
+    def __str__(self) -> str:
+        return f"{self.partition}.{self.producer_id}.{self.seq}"
+
+    @classmethod
+    def parse(cls, text: str) -> Ticket:
+        """The ticket written as ``partition.producer_id.seq``; InvalidWrite otherwise."""
+        parts = text.strip().split(".")
+        try:
+            partition, producer_id, seq = int(parts[0]), parts[1], int(parts[2])
+        except (IndexError, ValueError) as exc:
+            raise InvalidWrite(f"not a ticket: {text!r} (expected partition.producer.seq)") from exc
+        if len(parts) != 3 or partition < 0 or seq < 1 or not producer_id:
+            raise InvalidWrite(f"not a ticket: {text!r} (expected partition.producer.seq)")
+        return cls(partition, producer_id, seq)
+
+
+class Batch:
+    """Writes of one partition that travel as one AMQP message.
+
+    Every write future of the batch waits on its one event: one confirm settles
+    all of them.
+    """
+
+    __slots__ = ("partition", "first_seq", "writes", "size", "created", "sent_at",
+                 "body", "message_id", "returned", "error", "done", "_event")
+
+    def __init__(self, partition: int, first_seq: int) -> None:
+        self.partition = partition
+        self.first_seq = first_seq
+        self.writes: list[bytes] = []
+        self.size = 0
+        self.created = time.monotonic()
+        self.sent_at = 0.0
+        self.body = b""
+        self.message_id = ""
+        self.returned = False
+        self.error: LiftlineError | None = None
+        self.done = False
+        self._event = threading.Event()
+
+    def settle(self, error: LiftlineError | None = None) -> None:
+        if self.done:
+            return
+        self.error = error
+        self.done = True
+        self.body = b""
+        self.writes = []
+        self._event.set()
+
+    def wait(self, timeout: float | None) -> None:
+        if not self._event.wait(timeout):
+            raise Timeout(f"write not confirmed within {timeout}s (it may still be)")
+        if self.error is not None:
+            raise self.error
+
+
+class WriteFuture:
+    """The outcome of one write: its Ticket once confirmed, or the error."""
+
+    __slots__ = ("_batch", "ticket")
+
+    def __init__(self, batch: Batch, ticket: Ticket) -> None:
+        self._batch = batch
+        self.ticket = ticket
+
+    def result(self, timeout: float | None = None) -> Ticket:
+        """The ticket once RabbitMQ confirmed the write; raises its error otherwise."""
+        self._batch.wait(timeout)
+        return self.ticket
+
+    def done(self) -> bool:
+        return self._batch.done
+
+    def exception(self, timeout: float | None = None) -> LiftlineError | None:
+        try:
+            self._batch.wait(timeout)
+        except LiftlineError as exc:
+            return exc
+        return None

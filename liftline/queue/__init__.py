@@ -1,0 +1,1 @@
+"""RabbitMQ: connection parameters, topology (streams, exchanges) and inspection."""

@@ -1,0 +1,543 @@
+"""RabbitMQ and Redis from the system's binaries, run as the current user.
+
+No system service is touched: each server keeps everything (data, logs,
+config, Erlang cookie) in its own data directory, listens on 127.0.0.1 only,
+and runs in a process group of its own, so that it and only it can be
+signalled. A data directory survives ``stop()``: starting again on it keeps
+durable queues, streams and the Redis append-only file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import pika
+import pika.exceptions
+import redis
+
+from liftline.errors import ServerError
+from liftline.servers.base import (
+    Endpoints,
+    ServerProvider,
+    free_ports,
+    management_api_answers,
+    port_answers,
+)
+
+log = logging.getLogger(__name__)
+
+RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
+# The /usr/sbin wrappers switch to the rabbitmq user; these run as the caller.
+RABBITMQ_SERVER = RABBITMQ_BIN / "rabbitmq-server"
+RABBITMQCTL = RABBITMQ_BIN / "rabbitmqctl"
+ENABLED_PLUGINS = "[rabbitmq_management,rabbitmq_stream].\n"
+HOST = "127.0.0.1"
+
+
+def rabbitmq_available() -> bool:
+    """True if the RabbitMQ server and rabbitmqctl binaries are installed."""
+    return os.access(RABBITMQ_SERVER, os.X_OK) and os.access(RABBITMQCTL, os.X_OK)
+
+
+def redis_available() -> bool:
+    """True if a ``redis-server`` binary is on PATH."""
+    return shutil.which("redis-server") is not None
+
+
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` names a live process; a zombie counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def log_tail(path: Path, lines: int = 25) -> str:
+    """The last ``lines`` lines of a log file, or a note that there is none."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return f"(no log at {path})"
+    return f"--- last lines of {path} ---\n" + "\n".join(text.splitlines()[-lines:])
+
+
+def _spawn(argv: list[str], env: dict[str, str] | None, log_file: Path) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in a new session (its own process group), output appended to log_file."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as out:
+        return subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _signal(proc: subprocess.Popen[bytes], members: Iterable[int], sig: signal.Signals) -> None:
+    """Signal the group ``proc`` leads, and any listed member that outlived the leader."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+    for pid in members:
+        if pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+
+def _wait_gone(proc: subprocess.Popen[bytes], members: list[int], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while proc.poll() is None or any(pid_alive(pid) for pid in members):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _end(proc: subprocess.Popen[bytes], members: list[int], timeout_s: float, name: str) -> None:
+    """SIGTERM the process group, wait up to ``timeout_s``, then SIGKILL it."""
+    _signal(proc, members, signal.SIGTERM)
+    if _wait_gone(proc, members, timeout_s):
+        return
+    log.warning("%s (pid %d) ignored SIGTERM for %.0fs; sending SIGKILL", name, proc.pid, timeout_s)
+    _kill(proc, members, name)
+
+
+def _kill(proc: subprocess.Popen[bytes], members: list[int], name: str) -> None:
+    _signal(proc, members, signal.SIGKILL)
+    if not _wait_gone(proc, members, 10.0):
+        raise ServerError(f"{name} (pid {proc.pid}) survived SIGKILL")
+
+
+class LocalRabbitMQ:
+    """One RabbitMQ node (management + stream plugins) living in ``data_dir``.
+
+    Everything the node needs is passed through its environment: node name,
+    Mnesia and log directories, config file, plugin list, Erlang distribution
+    and epmd ports, and ``HOME`` (which holds the Erlang cookie that
+    :meth:`ctl` needs too). The node starts its own epmd on ``epmd_port``;
+    :meth:`stop` ends that epmd again if this object started it.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        amqp_port: int,
+        management_port: int,
+        stream_port: int,
+        dist_port: int,
+        epmd_port: int,
+        nodename: str = "liftline@localhost",
+        log_file: Path | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.amqp_port = amqp_port
+        self.management_port = management_port
+        self.stream_port = stream_port
+        self.dist_port = dist_port
+        self.epmd_port = epmd_port
+        self.nodename = nodename
+        self.log_file = log_file or self.data_dir / "rabbitmq-server.out"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._node_pid: int | None = None
+        self._owns_epmd = False
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the started ``rabbitmq-server`` process (its group leader), if running."""
+        if self._proc is None or self._proc.poll() is not None:
+            return None
+        return self._proc.pid
+
+    @property
+    def node_pid(self) -> int | None:
+        """PID of the Erlang VM (``beam.smp``) of the running node, once it has booted."""
+        return self._node_pid if self.pid is not None else None
+
+    @property
+    def amqp_url(self) -> str:
+        return f"amqp://guest:guest@{HOST}:{self.amqp_port}/%2F"
+
+    @property
+    def management_url(self) -> str:
+        return f"http://guest:guest@{HOST}:{self.management_port}"
+
+    @property
+    def node_log(self) -> Path:
+        """The node's own log file (the stdout log is :attr:`log_file`)."""
+        return self.data_dir / "log" / f"{self.nodename}.log"
+
+    def env(self) -> dict[str, str]:
+        """The environment both the node and rabbitmqctl run with."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
+        d = self.data_dir
+        env.update(
+            HOME=str(d / "home"),
+            LANG="C.UTF-8",
+            LC_ALL="C.UTF-8",
+            RABBITMQ_NODENAME=self.nodename,
+            RABBITMQ_MNESIA_BASE=str(d / "mnesia"),
+            RABBITMQ_LOG_BASE=str(d / "log"),
+            RABBITMQ_CONFIG_FILE=str(d / "rabbitmq.conf"),
+            RABBITMQ_ADVANCED_CONFIG_FILE=str(d / "advanced.config"),
+            RABBITMQ_CONF_ENV_FILE=str(d / "rabbitmq-env.conf"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=str(d / "enabled_plugins"),
+            RABBITMQ_PID_FILE=str(d / "rabbitmq.pid"),
+            RABBITMQ_DIST_PORT=str(self.dist_port),
+            ERL_EPMD_PORT=str(self.epmd_port),
+        )
+        return env
+
+    def _write_config(self) -> None:
+        d = self.data_dir
+        for sub in ("home", "mnesia", "log"):
+            (d / sub).mkdir(parents=True, exist_ok=True)
+        (d / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = {HOST}:{self.amqp_port}\n"
+            f"management.tcp.ip = {HOST}\n"
+            f"management.tcp.port = {self.management_port}\n"
+            f"stream.listeners.tcp.default = {HOST}:{self.stream_port}\n"
+            "log.console = false\n"
+            "log.file.level = info\n"
+            "disk_free_limit.absolute = 50MB\n"
+            "vm_memory_high_watermark.relative = 0.4\n"
+        )
+        (d / "enabled_plugins").write_text(ENABLED_PLUGINS)
+        # Keep /etc/rabbitmq/rabbitmq-env.conf out of this node.
+        (d / "rabbitmq-env.conf").write_text("")
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        """Start the node and return once AMQP, stream and management all answer.
+
+        Raises ServerError (with the end of the logs) if the node exits or is
+        not ready within ``timeout_s``; the node is then stopped again.
+        """
+        if self.pid is not None:
+            return
+        if not rabbitmq_available():
+            raise ServerError(f"RabbitMQ is not installed ({RABBITMQ_SERVER} missing)")
+        self._write_config()
+        # An epmd already on the port is someone else's; only end one our node starts.
+        self._owns_epmd = self._owns_epmd or not port_answers(HOST, self.epmd_port)
+        (self.data_dir / "rabbitmq.pid").unlink(missing_ok=True)
+        self._node_pid = None
+        began = time.monotonic()
+        self._proc = _spawn([str(RABBITMQ_SERVER)], self.env(), self.log_file)
+        try:
+            self._wait_ready(began + timeout_s)
+        except BaseException:
+            self.stop(timeout_s=10.0)
+            raise
+        self._node_pid = self._read_node_pid()
+        log.info(
+            "RabbitMQ %s ready on %s in %.1fs",
+            self.nodename,
+            self.amqp_port,
+            time.monotonic() - began,
+        )
+
+    def _wait_ready(self, deadline: float) -> None:
+        assert self._proc is not None
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                raise ServerError(
+                    f"rabbitmq-server exited with code {code} while starting\n"
+                    f"{log_tail(self.log_file)}\n{log_tail(self.node_log)}"
+                )
+            if self._ready():
+                return
+            if time.monotonic() >= deadline:
+                raise ServerError(
+                    f"RabbitMQ {self.nodename} not ready in time\n"
+                    f"{log_tail(self.log_file)}\n{log_tail(self.node_log)}"
+                )
+            time.sleep(0.2)
+
+    def _ready(self) -> bool:
+        ports = (self.amqp_port, self.stream_port, self.management_port)
+        if not all(port_answers(HOST, port) for port in ports):
+            return False
+        return self._amqp_login_works() and management_api_answers(self.management_url)
+
+    def _amqp_login_works(self) -> bool:
+        params = pika.URLParameters(self.amqp_url)
+        params.connection_attempts = 1
+        params.socket_timeout = 2.0
+        try:
+            pika.BlockingConnection(params).close()
+        except (pika.exceptions.AMQPError, OSError):
+            return False
+        return True
+
+    def _read_node_pid(self) -> int | None:
+        try:
+            return int((self.data_dir / "rabbitmq.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _members(self) -> list[int]:
+        pid = self._node_pid or self._read_node_pid()
+        return [pid] if pid else []
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop the node gracefully (SIGTERM, SIGKILL after ``timeout_s``) and its epmd.
+
+        Idempotent; after a :meth:`kill` it only ends the epmd.
+        """
+        if self._proc is not None:
+            _end(self._proc, self._members(), timeout_s, f"RabbitMQ {self.nodename}")
+            self._proc = None
+        self._stop_epmd()
+
+    def kill(self) -> None:
+        """SIGKILL the node at once, as a crash would; the epmd keeps running."""
+        if self._proc is not None:
+            _kill(self._proc, self._members(), f"RabbitMQ {self.nodename}")
+            self._proc = None
+
+    def _stop_epmd(self) -> None:
+        if not self._owns_epmd:
+            return
+        self._owns_epmd = False
+        epmd = shutil.which("epmd") or next(
+            iter(sorted(glob.glob("/usr/lib/erlang/erts-*/bin/epmd"), reverse=True)), None
+        )
+        if epmd is None:
+            log.warning("epmd not found; the epmd on port %d keeps running", self.epmd_port)
+            return
+        subprocess.run(
+            [epmd, "-port", str(self.epmd_port), "-kill"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+        deadline = time.monotonic() + 5.0
+        while port_answers(HOST, self.epmd_port, timeout_s=0.2):
+            if time.monotonic() >= deadline:
+                log.warning("epmd on port %d did not stop", self.epmd_port)
+                return
+            time.sleep(0.05)
+
+    def ctl(self, *args: str, timeout_s: float = 60) -> str:
+        """Run ``rabbitmqctl args…`` against this node and return its stdout.
+
+        Raises ServerError if it exits non-zero or takes longer than ``timeout_s``.
+        """
+        argv = [str(RABBITMQCTL), "-n", self.nodename, *args]
+        try:
+            result = subprocess.run(
+                argv,
+                env=self.env(),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=timeout_s,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise ServerError(f"rabbitmqctl {' '.join(args)} timed out after {timeout_s}s") from exc
+        stdout = result.stdout.decode("utf-8", "replace")
+        if result.returncode != 0:
+            stderr = result.stderr.decode("utf-8", "replace").strip()
+            raise ServerError(
+                f"rabbitmqctl {' '.join(args)} failed with code {result.returncode}: "
+                f"{stderr or stdout.strip()}"
+            )
+        return stdout
+
+
+class LocalRedis:
+    """One ``redis-server`` with an append-only file in ``data_dir``, on 127.0.0.1."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int,
+        log_file: Path | None = None,
+        appendfsync: str = "everysec",
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port
+        self.log_file = log_file or self.data_dir / "redis-server.log"
+        self.appendfsync = appendfsync
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the started ``redis-server``, if running."""
+        if self._proc is None or self._proc.poll() is not None:
+            return None
+        return self._proc.pid
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        """Start Redis and return once it answers PING (its AOF is loaded by then).
+
+        Raises ServerError if it exits or does not answer within ``timeout_s``.
+        """
+        if self.pid is not None:
+            return
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ServerError("redis-server is not installed")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            binary,
+            "--port", str(self.port),
+            "--bind", HOST,
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", self.appendfsync,
+            "--save", "",
+            "--daemonize", "no",
+            "--logfile", "",
+        ]  # fmt: skip
+        began = time.monotonic()
+        self._proc = _spawn(argv, None, self.log_file)
+        try:
+            self._wait_ready(began + timeout_s)
+        except BaseException:
+            self.stop(timeout_s=5.0)
+            raise
+        log.info("Redis ready on %d in %.1fs", self.port, time.monotonic() - began)
+
+    def _wait_ready(self, deadline: float) -> None:
+        assert self._proc is not None
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                raise ServerError(
+                    f"redis-server exited with code {code} while starting\n"
+                    f"{log_tail(self.log_file)}"
+                )
+            if port_answers(HOST, self.port) and self._pings():
+                return
+            if time.monotonic() >= deadline:
+                raise ServerError(
+                    f"Redis on {self.port} not ready in time\n{log_tail(self.log_file)}"
+                )
+            time.sleep(0.05)
+
+    def _pings(self) -> bool:
+        client = redis.Redis(host=HOST, port=self.port, socket_timeout=1.0)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:  # includes BusyLoadingError while the AOF loads
+            return False
+        finally:
+            client.close()
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM Redis (it fsyncs the AOF), SIGKILL after ``timeout_s``; idempotent."""
+        if self._proc is not None:
+            _end(self._proc, [], timeout_s, f"Redis on {self.port}")
+            self._proc = None
+
+    def kill(self) -> None:
+        """SIGKILL Redis at once, as a crash would."""
+        if self._proc is not None:
+            _kill(self._proc, [], f"Redis on {self.port}")
+            self._proc = None
+
+
+class LocalServers(ServerProvider):
+    """RabbitMQ in ``data_dir/rabbitmq`` and Redis in ``data_dir/redis``.
+
+    Ports left as ``None`` are picked free (and distinct) at construction, so
+    one object keeps its ports across stop/start. The servers are reachable
+    as :attr:`rabbitmq` and :attr:`redis` to stop, kill or restart them alone.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        amqp_port: int | None = None,
+        management_port: int | None = None,
+        stream_port: int | None = None,
+        dist_port: int | None = None,
+        epmd_port: int | None = None,
+        redis_port: int | None = None,
+        nodename: str = "liftline@localhost",
+        start_timeout_s: float = 60.0,
+    ) -> None:
+        wanted = [amqp_port, management_port, stream_port, dist_port, epmd_port, redis_port]
+        picked = iter(free_ports(sum(port is None for port in wanted)))
+        amqp, mgmt, stream, dist, epmd, redis_port = (p or next(picked) for p in wanted)
+        self.data_dir = Path(data_dir)
+        self.start_timeout_s = start_timeout_s
+        self.rabbitmq = LocalRabbitMQ(
+            self.data_dir / "rabbitmq",
+            amqp_port=amqp,
+            management_port=mgmt,
+            stream_port=stream,
+            dist_port=dist,
+            epmd_port=epmd,
+            nodename=nodename,
+        )
+        self.redis = LocalRedis(self.data_dir / "redis", port=redis_port)
+
+    def _start(self) -> Endpoints:
+        if not rabbitmq_available():
+            raise ServerError(f"RabbitMQ is not installed ({RABBITMQ_SERVER} missing)")
+        if not redis_available():
+            raise ServerError("redis-server is not installed")
+        try:
+            self.redis.start()
+            self.rabbitmq.start(self.start_timeout_s)
+        except BaseException:
+            self._stop()
+            raise
+        return Endpoints(
+            amqp_url=self.rabbitmq.amqp_url,
+            redis_url=self.redis.redis_url,
+            management_url=self.rabbitmq.management_url,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL both servers and end the epmd: the fast teardown for throwaway data.
+
+        What was already written survives (Mnesia, streams, the AOF up to its
+        last fsync); ``start()`` works again afterwards.
+        """
+        try:
+            self.rabbitmq.kill()
+            self.redis.kill()
+            self.rabbitmq.stop()  # after kill() this only ends the epmd
+        finally:
+            self._endpoints = None
+
+    def _stop(self) -> None:
+        failures: list[ServerError] = []
+        for server in (self.rabbitmq, self.redis):
+            try:
+                server.stop()
+            except ServerError as exc:
+                failures.append(exc)
+        if failures:
+            raise failures[0]

@@ -1,0 +1,164 @@
+"""One frozen Settings object, built once from ``LIFTLINE_*`` env vars and flags.
+
+Pass it explicitly; nothing in liftline reads the environment elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from liftline.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "LIFTLINE_"
+# Variables under these prefixes belong to tests and tools, not to Settings.
+_FOREIGN_ENV_PREFIXES = ("LIFTLINE_TEST_", "LIFTLINE_BENCH_", "LIFTLINE_WITH_")
+
+# Ports of the local stack differ from the servers' usual ports on purpose: a
+# Debian machine may already run the system RabbitMQ (5672) and Redis (6379).
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5673/%2F"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6380/0"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob liftline has. Immutable; build with :meth:`from_env`."""
+
+    amqp_url: str = DEFAULT_AMQP_URL
+    redis_url: str = DEFAULT_REDIS_URL
+    # Namespace of one cluster: prefixes every RabbitMQ name and Redis key.
+    cluster: str = "default"
+    # Fixed when the cluster is created; a client with another value is refused.
+    partitions: int = 16
+    replicas: int = 2
+    # Producer batching.
+    linger_ms: float = 5.0
+    batch_max_writes: int = 2000
+    batch_max_bytes: int = 1024 * 1024
+    confirm_timeout_s: float = 30.0
+    reconnect_attempts: int = 8
+    reconnect_backoff_s: float = 0.2
+    reconnect_backoff_max_s: float = 5.0
+    # Worker persistence.
+    flush_interval_ms: int = 250
+    flush_max_writes: int = 50_000
+    prefetch: int = 64
+    append_cap: int = 1000
+    # Stream retention; entries newer than the last flush must never be dropped.
+    stream_max_bytes: int = 20 * 1024**3
+    stream_segment_bytes: int = 64 * 1024**2
+    # Membership.
+    heartbeat_s: float = 1.0
+    member_ttl_s: float = 5.0
+    # Reads.
+    rpc_timeout_s: float = 5.0
+    # Local stack.
+    data_dir: str = ".liftline"
+    management_url: str = ""
+    ingest_tokens: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first setting that is out of range."""
+        if not _NAME_RE.match(self.cluster):
+            raise ConfigError(
+                f"cluster {self.cluster!r}: use 1-40 letters, digits, '-' or '_'"
+            )
+        if not 1 <= self.partitions <= 4096:
+            raise ConfigError(f"partitions={self.partitions}: must be 1..4096")
+        if not 1 <= self.replicas <= 5:
+            raise ConfigError(f"replicas={self.replicas}: must be 1..5")
+        for name in ("batch_max_writes", "batch_max_bytes", "flush_interval_ms",
+                     "flush_max_writes", "prefetch", "append_cap", "reconnect_attempts"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
+        if self.batch_max_bytes > 16 * 1024 * 1024:
+            raise ConfigError("batch_max_bytes: at most 16 MiB")
+        if self.linger_ms < 0:
+            raise ConfigError("linger_ms: must be >= 0")
+        if self.member_ttl_s <= self.heartbeat_s:
+            raise ConfigError("member_ttl_s must be larger than heartbeat_s")
+        for name, scheme in (("amqp_url", ("amqp", "amqps")),
+                             ("redis_url", ("redis", "rediss", "unix"))):
+            url = getattr(self, name)
+            if urllib.parse.urlsplit(url).scheme not in scheme:
+                raise ConfigError(f"{name}={mask_url(url)!r}: scheme must be one of {scheme}")
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Settings from ``LIFTLINE_*`` variables, then ``overrides`` (flags).
+
+        Unknown ``LIFTLINE_*`` variables and unknown overrides are refused, so a
+        typo never silently falls back to a default. ``None`` overrides are ignored.
+        """
+        env = os.environ if environ is None else environ
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for var, raw in env.items():
+            if not var.startswith(ENV_PREFIX) or var.startswith(_FOREIGN_ENV_PREFIXES):
+                continue
+            name = var[len(ENV_PREFIX):].lower()
+            if name not in known:
+                raise ConfigError(f"unknown setting {var}; known: {', '.join(sorted(known))}")
+            values[name] = _coerce(name, raw, known[name].type)
+        for name, value in overrides.items():
+            if name not in known:
+                raise ConfigError(f"unknown setting {name!r}")
+            if value is not None:
+                values[name] = value
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    def masked(self) -> dict[str, Any]:
+        """The settings as a dict with passwords and tokens hidden, for logs."""
+        out = dataclasses.asdict(self)
+        for name in ("amqp_url", "redis_url", "management_url"):
+            out[name] = mask_url(out[name])
+        out["ingest_tokens"] = "***" if self.ingest_tokens else ""
+        return out
+
+    def log_start(self, component: str) -> None:
+        log.info("%s starting with settings %s", component, self.masked())
+
+
+def _coerce(name: str, raw: str, type_name: Any) -> Any:
+    kind = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", "str")
+    try:
+        if kind == "int":
+            return int(raw.replace("_", ""))
+        if kind == "float":
+            return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"LIFTLINE_{name.upper()}={raw!r}: expected {kind}") from exc
+    return raw
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ***."""
+    if not url:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))

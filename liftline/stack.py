@@ -1,0 +1,200 @@
+"""The local stack behind `liftline up`: servers from system binaries plus workers.
+
+Everything lives under the data directory (``.liftline/`` by default) and
+survives restarts. Only processes this stack started are ever signalled, by PID.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Callable
+from typing import IO
+
+from liftline.errors import AlreadyRunning, LiftlineError, ServerError
+from liftline.queue import topology
+from liftline.queue.connection import connect_blocking
+from liftline.settings import Settings, mask_url
+from liftline.store.keys import Keys
+from liftline.store.redis_store import RedisStore, connect
+
+log = logging.getLogger(__name__)
+
+Say = Callable[[str], None]
+
+
+def _port(url: str, default: int) -> int:
+    return urllib.parse.urlsplit(url).port or default
+
+
+class LocalStack:
+    """Servers (unless given by URL), topology, and worker processes."""
+
+    def __init__(self, settings: Settings, *, workers: int = 1, app: str | None = None,
+                 reuse_amqp: bool = False, reuse_redis: bool = False, say: Say = print) -> None:
+        self.settings = settings
+        self.workers = workers
+        self.app = app
+        self.reuse_amqp = reuse_amqp
+        self.reuse_redis = reuse_redis
+        self.say = say
+        self.root = settings.data_path.resolve()
+        self._lock_file: IO[str] | None = None
+        self.rabbitmq = None  # type: ignore[var-annotated]
+        self.redis = None  # type: ignore[var-annotated]
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._stop = False
+
+    # -- lock ---------------------------------------------------------------
+    def _lock(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle = open(self.root / "up.lock", "a+")  # noqa: SIM115 - held for the stack's life
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            handle.close()
+            raise AlreadyRunning(
+                f"liftline up is already running in {self.root} (pid {holder}); "
+                "stop it with Ctrl-C or SIGTERM first"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_file = handle
+
+    # -- start ----------------------------------------------------------------
+    def start(self) -> None:
+        self._lock()
+        self._start_servers()
+        self._prepare_cluster()
+        for _ in range(self.workers):
+            self._spawn_worker()
+        self._wait_workers()
+        self.say("liftline ready")
+
+    def _start_servers(self) -> None:
+        from liftline.servers.local import LocalRabbitMQ, LocalRedis
+
+        s = self.settings
+        if self.reuse_amqp:
+            self.say(f"rabbitmq: using {mask_url(s.amqp_url)}")
+        else:
+            amqp_port = _port(s.amqp_url, 5673)
+            self.rabbitmq = LocalRabbitMQ(
+                self.root / "rabbitmq", amqp_port=amqp_port, management_port=amqp_port + 10000,
+                stream_port=amqp_port - 120, dist_port=amqp_port + 20000,
+                epmd_port=amqp_port - 1303, nodename=f"liftline{amqp_port}@localhost",
+            )
+            self.rabbitmq.start()
+            self.say(f"rabbitmq ready: {mask_url(s.amqp_url)} (pid {self.rabbitmq.pid}, "
+                     f"management http://127.0.0.1:{amqp_port + 10000})")
+        if self.reuse_redis:
+            self.say(f"redis: using {mask_url(s.redis_url)}")
+        else:
+            self.redis = LocalRedis(self.root / "redis", port=_port(s.redis_url, 6380))
+            self.redis.start()
+            self.say(f"redis ready: {mask_url(s.redis_url)} (pid {self.redis.pid})")
+
+    def _prepare_cluster(self) -> None:
+        client = connect(self.settings.redis_url)
+        try:
+            RedisStore(client, self.settings.cluster).ensure_cluster(self.settings.partitions)
+        finally:
+            client.close()
+        conn = connect_blocking(self.settings, name="liftline-up")
+        try:
+            topology.declare(conn.channel(), self.settings)
+        finally:
+            conn.close()
+        self.say(f"topology ready: cluster {self.settings.cluster!r}, "
+                 f"{self.settings.partitions} partition streams")
+
+    def _spawn_worker(self) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        env.update(LIFTLINE_AMQP_URL=self.settings.amqp_url,
+                   LIFTLINE_REDIS_URL=self.settings.redis_url,
+                   LIFTLINE_CLUSTER=self.settings.cluster,
+                   LIFTLINE_PARTITIONS=str(self.settings.partitions))
+        argv = [sys.executable, "-m", "liftline", "worker", "-v"]
+        if self.app:
+            argv += ["--app", self.app]
+        log_path = self.root / "logs" / "workers.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def _wait_workers(self, timeout_s: float = 60.0) -> None:
+        client = connect(self.settings.redis_url)
+        keys = Keys(self.settings.cluster)
+        deadline = time.monotonic() + timeout_s
+        try:
+            pending = {p.pid for p in self.procs}
+            while pending and time.monotonic() < deadline:
+                for member in client.smembers(keys.members):
+                    pid = client.hget(keys.member(member.decode()), "pid")
+                    if pid is not None and int(pid) in pending:
+                        pending.discard(int(pid))
+                        self.say(f"worker ready: {member.decode()} (pid {int(pid)})")
+                for proc in self.procs:
+                    if proc.poll() is not None:
+                        raise ServerError(f"worker pid {proc.pid} exited with {proc.returncode};"
+                                          f" see {self.root / 'logs' / 'workers.log'}")
+                time.sleep(0.1)
+        finally:
+            client.close()
+        if pending:
+            raise ServerError(f"workers {sorted(pending)} did not register within {timeout_s}s")
+
+    # -- run / stop -----------------------------------------------------------
+    def run_forever(self) -> None:
+        """Supervise until SIGINT/SIGTERM: a worker that dies is started again."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        while not self._stop:
+            for proc in list(self.procs):
+                if proc.poll() is not None:
+                    self.say(f"worker pid {proc.pid} exited with {proc.returncode}; restarting")
+                    self.procs.remove(proc)
+                    self._spawn_worker()
+            time.sleep(0.2)
+
+    def _on_signal(self, *_args: object) -> None:
+        self._stop = True
+
+    def stop(self) -> None:
+        """Stop workers (SIGTERM, then SIGKILL after 30 s), then the servers it started."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self.procs:
+            self.say("workers stopped")
+        errors: list[str] = []
+        for name, server in (("redis", self.redis), ("rabbitmq", self.rabbitmq)):
+            if server is None:
+                continue
+            try:
+                server.stop()
+                self.say(f"{name} stopped")
+            except LiftlineError as exc:
+                errors.append(f"{name}: {exc}")
+        if self._lock_file is not None:
+            self._lock_file.close()
+        if errors:
+            raise ServerError("; ".join(errors))

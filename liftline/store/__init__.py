@@ -1,0 +1,1 @@
+"""In-memory partition state and its durable copy in Redis."""

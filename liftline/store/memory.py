@@ -1,0 +1,291 @@
+"""The in-memory state of one partition: a fold of its stream.
+
+Applying the same stream in the same order gives the same state on every
+replica: each op is deterministic, and a write whose ``(producer_id, seq)`` is
+at or below the producer's watermark is a duplicate and is skipped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from liftline.codec import MAX_DEPTH, MAX_KEY_BYTES, depth
+from liftline.errors import InvalidWrite
+
+Reducer = Callable[[Any, Any], Any]
+_NUMBER = (int, float)
+
+
+@dataclass
+class DeadLetter:
+    """A write or message that could not be applied, with why and where."""
+
+    partition: int
+    offset: int
+    reason: str
+    index: int = -1
+    producer_id: str = ""
+    seq: int = 0
+    op: str = ""
+    key: str = ""
+    raw: bytes = b""
+    at: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "partition": self.partition, "offset": self.offset, "reason": self.reason,
+            "index": self.index, "producer_id": self.producer_id, "seq": self.seq,
+            "op": self.op, "key": self.key, "raw": self.raw[:256], "at": self.at,
+        }
+
+
+class PartitionStore:
+    """Keys → ``[value, version]`` for one partition, with dirty tracking.
+
+    ``version`` counts the writes applied to a key since it was last absent;
+    ``cas`` compares against it (0 means absent).
+    """
+
+    def __init__(
+        self,
+        partition: int,
+        *,
+        reducers: Mapping[str, Reducer] | None = None,
+        append_cap: int = 1000,
+    ) -> None:
+        self.partition = partition
+        self.data: dict[str, list[Any]] = {}
+        self.watermarks: dict[str, int] = {}
+        self.applied_offset = -1
+        self.dirty: set[str] = set()
+        self.dead: list[DeadLetter] = []
+        self.pending_writes = 0
+        self.applied_writes = 0
+        self.skipped_duplicates = 0
+        self.append_cap = append_cap
+        self._reducers = dict(reducers or {})
+
+    # -- loading -----------------------------------------------------------
+    def load(self, data: dict[str, list[Any]], offset: int, watermarks: dict[str, int]) -> None:
+        """Replace the state with a flushed snapshot (nothing becomes dirty)."""
+        self.data = data
+        self.applied_offset = offset
+        self.watermarks = dict(watermarks)
+        self.dirty.clear()
+        self.dead.clear()
+        self.pending_writes = 0
+
+    # -- reads -------------------------------------------------------------
+    def get(self, key: str) -> tuple[Any, int] | None:
+        entry = self.data.get(key)
+        return None if entry is None else (entry[0], entry[1])
+
+    def applied(self, producer_id: str, seq: int) -> bool:
+        """Whether the write ``(producer_id, seq)`` is reflected in this state."""
+        return self.watermarks.get(producer_id, 0) >= seq
+
+    # -- writes ------------------------------------------------------------
+    def dead_letter(self, offset: int, reason: str, raw: bytes = b"") -> None:
+        """Record a message that could not be decoded at ``offset``."""
+        self.dead.append(DeadLetter(self.partition, offset, reason, raw=raw))
+
+    def apply_batch(self, offset: int, producer_id: str, first_seq: int, writes: list[Any]) -> int:
+        """Apply one batch from stream ``offset``; returns how many writes took effect.
+
+        Duplicates are skipped; an invalid write becomes a dead letter and the
+        rest of the batch is applied.
+        """
+        if offset <= self.applied_offset:
+            return 0
+        self.applied_offset = offset
+        mark = self.watermarks.get(producer_id, 0)
+        last_seq = first_seq + len(writes) - 1
+        if last_seq <= mark:
+            self.skipped_duplicates += len(writes)
+            return 0
+        start = mark - first_seq + 1 if mark >= first_seq else 0
+        self.skipped_duplicates += start
+        data = self.data
+        dirty = self.dirty
+        applied = 0
+        for index in range(start, len(writes)):
+            write = writes[index]
+            try:
+                if type(write) is not list or not 3 <= len(write) <= 4:
+                    raise InvalidWrite("a write must be [op, key, value] or [op, key, value, arg]")
+                op = write[0]
+                key = write[1]
+                if type(key) is not str or not key or (
+                    len(key) > MAX_KEY_BYTES // 4
+                    and len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES
+                ):
+                    raise InvalidWrite("key must be a non-empty string of at most 512 bytes")
+                value = write[2]
+                entry = data.get(key)
+                if op == "incr":
+                    if type(value) not in _NUMBER:
+                        raise InvalidWrite(f"incr needs an int or float, got {type(value).__name__}")
+                    if entry is None:
+                        data[key] = [value, 1]
+                    else:
+                        current = entry[0]
+                        if type(current) not in _NUMBER:
+                            raise InvalidWrite(
+                                f"incr on a {type(current).__name__} value"
+                            )
+                        entry[0] = current + value
+                        entry[1] += 1
+                elif op == "set":
+                    self._check_depth(value)
+                    if entry is None:
+                        data[key] = [value, 1]
+                    else:
+                        entry[0] = value
+                        entry[1] += 1
+                elif op == "delete":
+                    if entry is None:
+                        continue
+                    del data[key]
+                else:
+                    self._apply_other(op, key, value, write, entry)
+            except _NoChange:
+                continue
+            except InvalidWrite as exc:
+                self._reject(offset, index, producer_id, first_seq + index, write, str(exc))
+                continue
+            dirty.add(key)
+            applied += 1
+        self.watermarks[producer_id] = last_seq
+        self.applied_writes += applied
+        self.pending_writes += len(writes)
+        return applied
+
+    def _reject(
+        self, offset: int, index: int, producer_id: str, seq: int, write: Any, reason: str
+    ) -> None:
+        fields = write if type(write) is list else []
+        op = str(fields[0])[:64] if fields else ""
+        key = str(fields[1])[:128] if len(fields) > 1 else ""
+        self.dead.append(
+            DeadLetter(self.partition, offset, reason, index, producer_id, seq, op, key)
+        )
+
+    @staticmethod
+    def _check_depth(value: Any) -> None:
+        if type(value) in (dict, list) and depth(value) > MAX_DEPTH:
+            raise InvalidWrite(f"value is nested deeper than {MAX_DEPTH} levels")
+
+    def _apply_other(
+        self, op: Any, key: str, value: Any, write: list[Any], entry: list[Any] | None
+    ) -> None:
+        data = self.data
+        arg = write[3] if len(write) == 4 else None
+        self._check_depth(value)
+        if op == "merge":
+            if type(value) is not dict:
+                raise InvalidWrite(f"merge needs a dict, got {type(value).__name__}")
+            if entry is None:
+                data[key] = [dict(value), 1]
+            elif type(entry[0]) is not dict:
+                raise InvalidWrite(f"merge on a {type(entry[0]).__name__} value")
+            else:
+                entry[0].update(value)
+                entry[1] += 1
+        elif op == "append":
+            cap = self.append_cap if arg is None else arg
+            if type(cap) is not int or cap < 1:
+                raise InvalidWrite("append's cap must be an int >= 1")
+            if entry is None:
+                data[key] = [[value], 1]
+            elif type(entry[0]) is not list:
+                raise InvalidWrite(f"append on a {type(entry[0]).__name__} value")
+            else:
+                items = entry[0]
+                items.append(value)
+                if len(items) > cap:
+                    del items[: len(items) - cap]
+                entry[1] += 1
+        elif op == "setnx":
+            if entry is None:
+                data[key] = [value, 1]
+            else:
+                raise _NoChange
+        elif op == "cas":
+            if type(arg) is not int or arg < 0:
+                raise InvalidWrite("cas needs the expected version as an int >= 0")
+            current_version = 0 if entry is None else entry[1]
+            if current_version != arg:
+                raise _NoChange
+            if entry is None:
+                data[key] = [value, 1]
+            else:
+                entry[0] = value
+                entry[1] += 1
+        elif type(op) is str and op in self._reducers:
+            try:
+                new = self._reducers[op](None if entry is None else entry[0], value)
+            except InvalidWrite:
+                raise
+            except Exception as exc:  # an app reducer's bug must not stop the partition
+                raise InvalidWrite(f"reducer {op!r} raised {type(exc).__name__}: {exc}") from exc
+            if entry is None:
+                data[key] = [new, 1]
+            else:
+                entry[0] = new
+                entry[1] += 1
+        else:
+            raise InvalidWrite(f"unknown op {op!r}")
+
+    # -- flushing ----------------------------------------------------------
+    def take_flush(self) -> FlushBatch:
+        """Snapshot what changed since the last flush and reset the dirty set."""
+        data = self.data
+        changed: list[tuple[str, list[Any]]] = []
+        deleted: list[str] = []
+        for key in self.dirty:
+            entry = data.get(key)
+            if entry is None:
+                deleted.append(key)
+            else:
+                changed.append((key, entry))
+        batch = FlushBatch(
+            partition=self.partition,
+            offset=self.applied_offset,
+            changed=changed,
+            deleted=deleted,
+            watermarks=dict(self.watermarks),
+            dead=self.dead,
+        )
+        self.dirty = set()
+        self.dead = []
+        self.pending_writes = 0
+        return batch
+
+    def restore_unflushed(self, batch: FlushBatch) -> None:
+        """Put back a snapshot whose flush failed, so the next flush retries it."""
+        self.dirty.update(key for key, _ in batch.changed)
+        self.dirty.update(batch.deleted)
+        self.dead[:0] = batch.dead
+
+
+class _NoChange(InvalidWrite):
+    """setnx on a present key, cas on another version: a normal no-op."""
+
+
+@dataclass
+class FlushBatch:
+    """What one flush sends to Redis for one partition."""
+
+    partition: int
+    offset: int
+    changed: list[tuple[str, list[Any]]]
+    deleted: list[str]
+    watermarks: dict[str, int]
+    dead: list[DeadLetter]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.changed or self.deleted or self.dead)

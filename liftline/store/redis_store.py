@@ -1,0 +1,198 @@
+"""The durable copy of every partition in Redis: flush, load, fencing.
+
+A flush writes a partition's changed keys, its stream offset, its producer
+watermarks and its dead letters in one Lua script, so Redis always holds a
+state that equals the fold of the stream up to the stored offset. The script
+refuses a flush whose epoch is older than the partition's (fencing).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgpack
+import redis
+
+from liftline import codec
+from liftline.errors import ConfigError, Fenced, StoreError, StoreUnavailable
+from liftline.store.keys import Keys
+from liftline.store.memory import FlushBatch
+
+# ARGV: epoch, offset, n_changed, n_deleted, n_watermarks, n_dead, now,
+#       then key/value pairs, deleted keys, producer/seq pairs, dead-letter payloads.
+_FLUSH_LUA = """
+local current = tonumber(redis.call('HGET', KEYS[2], 'epoch') or '0')
+local epoch = tonumber(ARGV[1])
+if current > epoch then
+  return {0, current}
+end
+local nset, ndel, nwm, ndead = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local i = 8
+local last = i + 2 * nset - 1
+while i <= last do
+  local stop = math.min(i + 999, last)
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, stop))
+  i = stop + 1
+end
+last = i + ndel - 1
+while i <= last do
+  local stop = math.min(i + 499, last)
+  redis.call('HDEL', KEYS[1], unpack(ARGV, i, stop))
+  i = stop + 1
+end
+last = i + 2 * nwm - 1
+while i <= last do
+  local stop = math.min(i + 999, last)
+  redis.call('HSET', KEYS[3], unpack(ARGV, i, stop))
+  i = stop + 1
+end
+for j = i, i + ndead - 1 do
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', '100000', '*', 'r', ARGV[j])
+end
+redis.call('HSET', KEYS[2], 'offset', ARGV[2], 'flushed_at', ARGV[7], 'epoch', epoch)
+return {1, epoch}
+"""
+
+_CLAIM_LUA = """
+local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+redis.call('HSET', KEYS[1], 'owner', ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+return epoch
+"""
+
+
+def _wrap(exc: redis.RedisError) -> StoreError:
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return StoreUnavailable(f"Redis unreachable: {exc}")
+    return StoreError(f"Redis error: {exc}")
+
+
+def connect(url: str) -> redis.Redis:
+    """A Redis client for ``url``; connects lazily, retries nothing by itself."""
+    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+
+
+class RedisStore:
+    """Partition snapshots, watermarks, epochs and dead letters of one cluster."""
+
+    def __init__(self, client: redis.Redis, cluster: str) -> None:
+        self.client = client
+        self.keys = Keys(cluster)
+        self._flush = client.register_script(_FLUSH_LUA)
+        self._claim = client.register_script(_CLAIM_LUA)
+
+    # -- cluster metadata --------------------------------------------------
+    def ensure_cluster(self, partitions: int) -> int:
+        """Create the cluster with ``partitions`` or check it matches; returns P.
+
+        Raises ConfigError when the cluster exists with another partition count:
+        hashing keys over the wrong P would route them to the wrong streams.
+        """
+        try:
+            self.client.hsetnx(self.keys.meta, "partitions", partitions)
+            self.client.hsetnx(self.keys.meta, "created_at", f"{time.time():.3f}")
+            stored = int(self.client.hget(self.keys.meta, "partitions") or partitions)
+        except redis.RedisError as exc:
+            raise _wrap(exc) from exc
+        if stored != partitions:
+            raise ConfigError(
+                f"cluster {self.keys.cluster!r} has {stored} partitions; this client is "
+                f"configured with {partitions} (set LIFTLINE_PARTITIONS={stored})"
+            )
+        return stored
+
+    def cluster_partitions(self) -> int | None:
+        try:
+            raw = self.client.hget(self.keys.meta, "partitions")
+        except redis.RedisError as exc:
+            raise _wrap(exc) from exc
+        return None if raw is None else int(raw)
+
+    # -- ownership -----------------------------------------------------------
+    def claim(self, partition: int, owner: str) -> int:
+        """Take ``partition`` for ``owner``: bump its epoch and return the new one."""
+        try:
+            return int(self._claim(
+                keys=[self.keys.state(partition), self.keys.owners], args=[owner, partition]
+            ))
+        except redis.RedisError as exc:
+            raise _wrap(exc) from exc
+
+    def state(self, partition: int) -> dict[str, str]:
+        try:
+            raw = self.client.hgetall(self.keys.state(partition))
+        except redis.RedisError as exc:
+            raise _wrap(exc) from exc
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    # -- snapshot ----------------------------------------------------------
+    def load(self, partition: int) -> tuple[dict[str, list[Any]], int, dict[str, int]]:
+        """(data, flushed offset, watermarks) of a partition; offset -1 if never flushed."""
+        unpackb = msgpack.unpackb
+        data: dict[str, list[Any]] = {}
+        try:
+            for key, raw in self.client.hscan_iter(self.keys.data(partition), count=5000):
+                data[key.decode()] = unpackb(raw, raw=False, strict_map_key=True)
+            offset = self.client.hget(self.keys.state(partition), "offset")
+            wms = self.client.hgetall(self.keys.watermarks(partition))
+        except redis.RedisError as exc:
+            raise _wrap(exc) from exc
+        watermarks = {k.decode(): int(v) for k, v in wms.items()}
+        return data, (-1 if offset is None else int(offset)), watermarks
+
+    def read(self, key: str, partition: int) -> tuple[Any, int] | None:
+        """The flushed value and version of ``key``, or None."""
+        try:
+            raw = self.client.hget(self.keys.data(partition), key)
+        except redis.RedisError as exc:
+            raise _wrap(exc) from exc
+        if raw is None:
+            return None
+        value, version = codec.unpack(raw)
+        return value, version
+
+    def flush(self, batch: FlushBatch, epoch: int) -> None:
+        """Write one partition's changes atomically under ``epoch``.
+
+        Raises Fenced when the partition has a newer epoch (another worker owns
+        it now) and StoreUnavailable when Redis cannot be reached; in both cases
+        nothing of the batch was written.
+        """
+        packb = msgpack.packb
+        args: list[Any] = [
+            epoch, batch.offset, len(batch.changed), len(batch.deleted),
+            len(batch.watermarks), len(batch.dead), f"{time.time():.3f}",
+        ]
+        for key, entry in batch.changed:
+            args.append(key)
+            args.append(packb(entry, use_bin_type=True))
+        args.extend(batch.deleted)
+        for producer, seq in batch.watermarks.items():
+            args.append(producer)
+            args.append(seq)
+        for letter in batch.dead:
+            args.append(packb(letter.to_dict(), use_bin_type=True))
+        p = batch.partition
+        keys = [self.keys.data(p), self.keys.state(p), self.keys.watermarks(p), self.keys.dead(p)]
+        try:
+            ok, current = self._flush(keys=keys, args=args)
+        except redis.RedisError as exc:
+            raise _wrap(exc) from exc
+        if not ok:
+            raise Fenced(f"partition {p}: flush with epoch {epoch} refused, current is {current}")
+
+    # -- dead letters ------------------------------------------------------
+    def dead_letters(self, partitions: int, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest dead-letter records over all partitions, newest first."""
+        out: list[dict[str, Any]] = []
+        try:
+            for p in range(partitions):
+                for entry_id, fields in self.client.xrevrange(self.keys.dead(p), count=limit):
+                    record = codec.unpack(fields[b"r"])
+                    record["id"] = entry_id.decode()
+                    out.append(record)
+        except redis.RedisError as exc:
+            raise _wrap(exc) from exc
+        out.sort(key=lambda r: r.get("at", 0), reverse=True)
+        return out[:limit]

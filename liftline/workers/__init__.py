@@ -1,0 +1,1 @@
+"""Workers: partition duty, membership, and the process pool."""

@@ -1,0 +1,121 @@
+"""Reads served by a partition's owner over RabbitMQ RPC (direct reply-to).
+
+Request: ``{"k": key, "after": [partition, producer_id, seq] | None, "t": timeout_ms}``.
+Reply: ``{"ok": bool, "found": bool, "v": value, "ver": version, "p": partition,
+"off": applied offset, "err": message, "code": str}``. A read ``after`` a
+ticket waits, up to its timeout, until that write is applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import pika
+import pika.exceptions
+
+from liftline import codec
+from liftline.errors import InvalidMessage
+from liftline.partitioning import partition_for
+
+if TYPE_CHECKING:
+    from liftline.workers.partition_worker import Worker
+
+log = logging.getLogger(__name__)
+MAX_WAIT_MS = 60_000
+
+
+class ReadServer:
+    """Answers get requests from the worker's in-memory stores."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self._channel: Any = None
+        self._parked: list[tuple[float, str, str, dict[str, Any]]] = []
+
+    def attach(self, channel: Any, queue: str) -> None:
+        self._channel = channel
+        channel.queue_declare(queue, exclusive=True, auto_delete=True)
+        channel.basic_consume(queue, self._on_request, auto_ack=True)
+
+    def detach(self) -> None:
+        self._channel = None
+        self._parked.clear()
+
+    def _on_request(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
+        if not props.reply_to:
+            return
+        try:
+            request = codec.unpack(body, max_bytes=4096)
+            if not isinstance(request, dict):
+                raise InvalidMessage("request must be a map")
+            codec.check_key(request.get("k"))
+        except Exception as exc:  # any bad request gets an error reply, never a crash
+            self._reply(props.reply_to, props.correlation_id,
+                        {"ok": False, "code": "bad_request", "err": str(exc)})
+            return
+        timeout_ms = min(int(request.get("t") or 0), MAX_WAIT_MS)
+        deadline = time.monotonic() + timeout_ms / 1000.0
+        if not self._answer(props.reply_to, props.correlation_id, request, final=False):
+            self._parked.append((deadline, props.reply_to, props.correlation_id, request))
+
+    def serve_parked(self, now: float) -> None:
+        if not self._parked:
+            return
+        still = []
+        for deadline, reply_to, corr, request in self._parked:
+            if not self._answer(reply_to, corr, request, final=now >= deadline):
+                still.append((deadline, reply_to, corr, request))
+        self._parked = still
+
+    def _answer(self, reply_to: str, corr: str, request: dict[str, Any], final: bool) -> bool:
+        """Reply if possible now; False means 'park it' (the awaited write is not applied yet)."""
+        key = request["k"]
+        partition = partition_for(key, self.worker.settings.partitions)
+        owned = self.worker.owned.get(partition)
+        if owned is None:
+            self._reply(reply_to, corr, {"ok": False, "code": "not_owner", "p": partition,
+                                         "err": f"partition {partition} is not held here"})
+            return True
+        after = request.get("after")
+        if after:
+            try:
+                a_part, a_producer, a_seq = int(after[0]), str(after[1]), int(after[2])
+            except (TypeError, ValueError, IndexError):
+                self._reply(reply_to, corr, {"ok": False, "code": "bad_request",
+                                             "err": "after must be [partition, producer, seq]"})
+                return True
+            a_owned = self.worker.owned.get(a_part)
+            if a_owned is None:
+                self._reply(reply_to, corr, {"ok": False, "code": "not_owner", "p": a_part,
+                                             "err": f"partition {a_part} is not held here"})
+                return True
+            if not a_owned.store.applied(a_producer, a_seq):
+                if not final:
+                    return False
+                self._reply(reply_to, corr, {
+                    "ok": False, "code": "timeout", "p": a_part,
+                    "off": a_owned.store.applied_offset,
+                    "seq": a_owned.store.watermarks.get(a_producer, 0),
+                    "err": "the write was not applied within the timeout",
+                })
+                return True
+        entry = owned.store.get(key)
+        self._reply(reply_to, corr, {
+            "ok": True, "found": entry is not None, "p": partition,
+            "v": None if entry is None else entry[0], "ver": 0 if entry is None else entry[1],
+            "off": owned.store.applied_offset,
+        })
+        return True
+
+    def _reply(self, reply_to: str, corr: str, payload: dict[str, Any]) -> None:
+        if self._channel is None:
+            return
+        try:
+            self._channel.basic_publish(
+                "", reply_to, codec.pack(payload),
+                properties=pika.BasicProperties(correlation_id=corr),
+            )
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            log.warning("read reply failed: %r", exc)

@@ -1,0 +1,93 @@
+"""Session-wide fixtures: real RabbitMQ and Redis, started only when a test asks.
+
+Which servers: ``LIFTLINE_TEST_AMQP_URL`` + ``LIFTLINE_TEST_REDIS_URL`` if set,
+else containers if a Docker engine answers, else the system binaries in a
+temporary directory (see :func:`liftline.servers.provider_for_tests`).
+Every test gets its own ``cluster_name``; liftline prefixes all its RabbitMQ
+names and Redis keys with it, so tests share the servers without sharing state.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from helpers import missing_local_binaries
+
+from liftline.servers import Endpoints, LocalServers, ServerProvider, provider_for_tests
+
+TESTS_DIR = Path(__file__).resolve().parent
+# Tests under these directories get the marker of the same name.
+DIRECTORY_MARKERS = ("integration", "faults")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            top = item.path.resolve().relative_to(TESTS_DIR).parts[0]
+        except (ValueError, IndexError):
+            continue
+        if top in DIRECTORY_MARKERS:
+            item.add_marker(getattr(pytest.mark, top))
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProvider]:
+    """The session's RabbitMQ and Redis, started on first use; ``.endpoints`` says where."""
+    provider = provider_for_tests(tmp_path_factory.mktemp("servers"))
+    if isinstance(provider, LocalServers):
+        reason = missing_local_binaries()
+        if reason:
+            pytest.skip(
+                f"no servers for integration tests ({reason}); set LIFTLINE_TEST_AMQP_URL "
+                "and LIFTLINE_TEST_REDIS_URL or make a Docker engine available"
+            )
+    provider.start()
+    try:
+        yield provider
+    finally:
+        provider.stop()
+
+
+@pytest.fixture(scope="session")
+def endpoints(servers: ServerProvider) -> Endpoints:
+    """Where the session's servers answer."""
+    return servers.endpoints
+
+
+@pytest.fixture
+def cluster_name() -> str:
+    """A fresh cluster name (``t`` + 8 hex digits): this test's namespace on the servers."""
+    return f"t{secrets.token_hex(4)}"
+
+
+@pytest.fixture
+def redis_client(endpoints: Endpoints) -> Iterator[redis.Redis]:
+    """A client (bytes in, bytes out) on the session's Redis, closed after the test."""
+    client = redis.Redis.from_url(endpoints.redis_url, decode_responses=False)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def local_servers(tmp_path: Path) -> Iterator[LocalServers]:
+    """A started RabbitMQ + Redis of this test's own, free to kill and restart.
+
+    Separate from the session servers, so a fault test cannot disturb other
+    tests. Torn down with SIGKILL: its data is thrown away anyway, and a
+    graceful RabbitMQ stop costs ~6 s.
+    """
+    reason = missing_local_binaries()
+    if reason:
+        pytest.skip(f"fault tests need local RabbitMQ and Redis binaries ({reason})")
+    provider = LocalServers(tmp_path / "servers")
+    provider.start()
+    try:
+        yield provider
+    finally:
+        provider.kill()
