@@ -91,3 +91,28 @@ def local_servers(tmp_path: Path) -> Iterator[LocalServers]:
         yield provider
     finally:
         provider.kill()
+
+
+# -- pipeline fixtures -------------------------------------------------------
+from pipeline import Workers  # noqa: E402
+
+from liftline.settings import Settings  # noqa: E402
+
+
+@pytest.fixture
+def settings(endpoints: Endpoints, cluster_name: str) -> Settings:
+    """Settings for this test's cluster on the session servers (8 partitions)."""
+    return Settings.from_env(
+        {}, amqp_url=endpoints.amqp_url, redis_url=endpoints.redis_url, cluster=cluster_name,
+        partitions=8, flush_interval_ms=100, confirm_timeout_s=30,
+    )
+
+
+@pytest.fixture
+def workers(settings: Settings, redis_client: redis.Redis, tmp_path: Path) -> Iterator[Workers]:
+    """Start `liftline worker` processes; all are stopped after the test."""
+    pool = Workers(settings, redis_client, tmp_path)
+    try:
+        yield pool
+    finally:
+        pool.stop_all()

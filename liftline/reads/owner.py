@@ -62,21 +62,7 @@ class OwnerReader(Reader):
             if not 0 <= after.partition < self.settings.partitions:
                 raise InvalidWrite(f"ticket partition {after.partition} is out of range")
             request["after"] = [after.partition, after.producer_id, after.seq]
-        corr = uuid.uuid4().hex
-        try:
-            self._channel.basic_publish(
-                "", self.names.rpc_queue(owner), codec.pack(request),
-                properties=pika.BasicProperties(reply_to=_REPLY_TO, correlation_id=corr),
-            )
-            deadline = time.monotonic() + self.settings.rpc_timeout_s + request["t"] / 1000.0
-            while corr not in self._replies:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise Timeout(f"owner {owner} of partition {partition} did not answer")
-                self._conn.process_data_events(time_limit=min(left, 0.05))
-        except pika.exceptions.AMQPError as exc:
-            raise BrokerError(f"read failed: {exc!r}") from exc
-        reply = self._replies.pop(corr)
+        reply = self._call(owner, request, self.settings.rpc_timeout_s + request["t"] / 1000.0)
         if not reply.get("ok"):
             code = reply.get("code")
             if code == "timeout":
@@ -89,6 +75,45 @@ class OwnerReader(Reader):
             raise InvalidWrite(reply.get("err", "bad request"))
         return ReadResult(key, bool(reply["found"]), reply.get("v"), int(reply.get("ver", 0)),
                           partition, int(reply.get("off", -1)), f"owner:{owner}")
+
+    def get_many(self, keys: list[str]) -> dict[str, ReadResult]:
+        """Values of many keys from their owners, one request per owner."""
+        by_owner: dict[str, list[str]] = {}
+        for key in keys:
+            codec.check_key(key)
+            partition = partition_for(key, self.settings.partitions)
+            by_owner.setdefault(self.owner_of(partition), []).append(key)
+        out: dict[str, ReadResult] = {}
+        for owner, owner_keys in by_owner.items():
+            for start in range(0, len(owner_keys), 5000):
+                chunk = owner_keys[start:start + 5000]
+                reply = self._call(owner, {"ks": chunk}, self.settings.rpc_timeout_s)
+                if not reply.get("ok"):
+                    raise InvalidWrite(reply.get("err", "bad request"))
+                for key, val in zip(chunk, reply["vals"], strict=True):
+                    partition = partition_for(key, self.settings.partitions)
+                    if val is None:
+                        raise NoOwner(f"partition {partition} moved away from {owner}; retry")
+                    out[key] = ReadResult(key, bool(val[0]), val[1], int(val[2]), partition, -1,
+                                          f"owner:{owner}")
+        return out
+
+    def _call(self, owner: str, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        corr = uuid.uuid4().hex
+        try:
+            self._channel.basic_publish(
+                "", self.names.rpc_queue(owner), codec.pack(request),
+                properties=pika.BasicProperties(reply_to=_REPLY_TO, correlation_id=corr),
+            )
+            deadline = time.monotonic() + timeout_s
+            while corr not in self._replies:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise Timeout(f"owner {owner} did not answer within {timeout_s:.1f}s")
+                self._conn.process_data_events(time_limit=min(left, 0.05))
+        except pika.exceptions.AMQPError as exc:
+            raise BrokerError(f"read failed: {exc!r}") from exc
+        return self._replies.pop(corr)
 
     def close(self) -> None:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import base64
+import json
 import socket
 import time
 import urllib.error
@@ -17,6 +18,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from liftline.errors import ServerError
 
@@ -133,8 +135,8 @@ def wait_for_port(host: str, port: int, timeout_s: float) -> None:
         time.sleep(0.05)
 
 
-def management_api_answers(management_url: str, timeout_s: float = 2.0) -> bool:
-    """True if the RabbitMQ management API at ``management_url`` answers ``/api/overview``.
+def management_get(management_url: str, path: str, timeout_s: float = 2.0) -> Any:
+    """GET ``path`` from the RabbitMQ management API; its JSON, or None if it did not answer 200.
 
     Credentials come from the URL's userinfo (``http://user:pass@host:port``).
     """
@@ -146,14 +148,19 @@ def management_api_answers(management_url: str, timeout_s: float = 2.0) -> bool:
     if parts.port:
         netloc = f"{netloc}:{parts.port}"
     request = urllib.request.Request(
-        f"{parts.scheme}://{netloc}/api/overview",
+        f"{parts.scheme}://{netloc}{path}",
         headers={"Authorization": f"Basic {token}"},
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return bool(response.status == 200)
+            return json.load(response) if response.status == 200 else None
     except urllib.error.HTTPError as exc:
         exc.close()  # an unclosed HTTPError leaks its socket (ResourceWarning)
-        return False
-    except OSError:  # URLError, refused, reset, timeout
-        return False
+        return None
+    except (OSError, ValueError):  # URLError, refused, reset, timeout, bad JSON
+        return None
+
+
+def management_api_answers(management_url: str, timeout_s: float = 2.0) -> bool:
+    """True if the RabbitMQ management API at ``management_url`` answers ``/api/overview``."""
+    return management_get(management_url, "/api/overview", timeout_s) is not None

@@ -30,6 +30,7 @@ from liftline.servers.base import (
     ServerProvider,
     free_ports,
     management_api_answers,
+    management_get,
     port_answers,
 )
 
@@ -161,6 +162,7 @@ class LocalRabbitMQ:
         self._proc: subprocess.Popen[bytes] | None = None
         self._node_pid: int | None = None
         self._owns_epmd = False
+        self._queues_down: list[str] = []
 
     @property
     def pid(self) -> int | None:
@@ -268,8 +270,9 @@ class LocalRabbitMQ:
             if self._ready():
                 return
             if time.monotonic() >= deadline:
+                down = f" (queues still down: {self._queues_down})" if self._queues_down else ""
                 raise ServerError(
-                    f"RabbitMQ {self.nodename} not ready in time\n"
+                    f"RabbitMQ {self.nodename} not ready in time{down}\n"
                     f"{log_tail(self.log_file)}\n{log_tail(self.node_log)}"
                 )
             time.sleep(0.2)
@@ -278,7 +281,19 @@ class LocalRabbitMQ:
         ports = (self.amqp_port, self.stream_port, self.management_port)
         if not all(port_answers(HOST, port) for port in ports):
             return False
-        return self._amqp_login_works() and management_api_answers(self.management_url)
+        if not (self._amqp_login_works() and management_api_answers(self.management_url)):
+            return False
+        # After a restart AMQP answers a moment before the streams' members are back
+        # ("home node … is down"); the management API reports those queues as down.
+        self._queues_down = self.queues_down()
+        return not self._queues_down
+
+    def queues_down(self) -> list[str]:
+        """Names (``vhost/name``) of queues the node reports as down; [] if none or unknown."""
+        queues = management_get(self.management_url, "/api/queues?columns=vhost,name,state")
+        if not isinstance(queues, list):
+            return []
+        return [f"{q.get('vhost')}/{q.get('name')}" for q in queues if q.get("state") == "down"]
 
     def _amqp_login_works(self) -> bool:
         params = pika.URLParameters(self.amqp_url)

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MAX_WAIT_MS = 60_000
+MAX_KEYS_PER_READ = 10_000
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
 
 
 class ReadServer:
@@ -47,13 +49,23 @@ class ReadServer:
         if not props.reply_to:
             return
         try:
-            request = codec.unpack(body, max_bytes=4096)
+            request = codec.unpack(body, max_bytes=MAX_REQUEST_BYTES)
             if not isinstance(request, dict):
                 raise InvalidMessage("request must be a map")
-            codec.check_key(request.get("k"))
+            if "ks" in request:
+                keys = request["ks"]
+                if not isinstance(keys, list) or len(keys) > MAX_KEYS_PER_READ:
+                    raise InvalidMessage(f"ks must be a list of at most {MAX_KEYS_PER_READ} keys")
+                for key in keys:
+                    codec.check_key(key)
+            else:
+                codec.check_key(request.get("k"))
         except Exception as exc:  # any bad request gets an error reply, never a crash
             self._reply(props.reply_to, props.correlation_id,
                         {"ok": False, "code": "bad_request", "err": str(exc)})
+            return
+        if "ks" in request:
+            self._reply(props.reply_to, props.correlation_id, self._many(request["ks"]))
             return
         timeout_ms = min(int(request.get("t") or 0), MAX_WAIT_MS)
         deadline = time.monotonic() + timeout_ms / 1000.0
@@ -108,6 +120,23 @@ class ReadServer:
             "off": owned.store.applied_offset,
         })
         return True
+
+    def _many(self, keys: list[str]) -> dict[str, Any]:
+        """Values of many keys: ``{"ok", "vals": [[found, value, version] | None …]}``.
+
+        ``None`` marks a key whose partition is not held here.
+        """
+        partitions = self.worker.settings.partitions
+        owned = self.worker.owned
+        vals: list[Any] = []
+        for key in keys:
+            held = owned.get(partition_for(key, partitions))
+            if held is None:
+                vals.append(None)
+                continue
+            entry = held.store.get(key)
+            vals.append([False, None, 0] if entry is None else [True, entry[0], entry[1]])
+        return {"ok": True, "vals": vals}
 
     def _reply(self, reply_to: str, corr: str, payload: dict[str, Any]) -> None:
         if self._channel is None:

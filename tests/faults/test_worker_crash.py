@@ -1,0 +1,42 @@
+"""A worker SIGKILLed under load loses nothing acknowledged and applies nothing twice."""
+
+from __future__ import annotations
+
+import threading
+
+from helpers import wait_until
+from pipeline import Model, memory_state, mixed_load, redis_state, wait_flushed
+
+from liftline import Producer
+from liftline.store.keys import Keys
+
+
+def test_sigkill_mid_load_then_restart_gives_the_same_fold(settings, workers, redis_client):
+    first = workers.start()
+    model, lock, futures = Model(), threading.Lock(), []
+    keys = Keys(settings.cluster)
+
+    def flushed_offsets() -> int:
+        return sum(int(redis_client.hget(keys.state(p), "offset") or -1) + 1
+                   for p in range(settings.partitions))
+
+    with Producer(settings) as producer:
+        threads = [threading.Thread(target=mixed_load,
+                                    args=(producer, n, 25_000, model, lock, futures))
+                   for n in range(4)]
+        for t in threads:
+            t.start()
+        # Kill once the worker has flushed some batches but the load is still running.
+        wait_until(lambda: flushed_offsets() > 20, 60, message="first flushes")
+        first.kill()
+        assert first.proc.returncode == -9
+        still_running = any(t.is_alive() for t in threads)
+        second = workers.start()
+        for t in threads:
+            t.join(180)
+    assert still_running, "the load ended before the kill; the test proved nothing"
+    assert len(futures) == 100_000
+    wait_flushed(redis_client, settings, [f.ticket for f in futures])
+    assert redis_state(redis_client, settings) == model.values
+    assert memory_state(settings, sorted(model.values)) == model.values
+    assert second.terminate() == 0
