@@ -82,6 +82,7 @@ class LocalStack:
         self.say("liftline ready")
 
     def _start_servers(self) -> None:
+        from liftline.servers.base import free_ports
         from liftline.servers.local import LocalRabbitMQ, LocalRedis
 
         s = self.settings
@@ -89,14 +90,18 @@ class LocalStack:
             self.say(f"rabbitmq: using {mask_url(s.amqp_url)}")
         else:
             amqp_port = _port(s.amqp_url, 5673)
+            if amqp_port == 5673:
+                mgmt, stream, dist, epmd = 15673, 5553, 25673, 4370
+            else:  # a non-default AMQP port: pick the node's other ports free
+                mgmt, stream, dist, epmd = free_ports(4)
             self.rabbitmq = LocalRabbitMQ(
-                self.root / "rabbitmq", amqp_port=amqp_port, management_port=amqp_port + 10000,
-                stream_port=amqp_port - 120, dist_port=amqp_port + 20000,
-                epmd_port=amqp_port - 1303, nodename=f"liftline{amqp_port}@localhost",
+                self.root / "rabbitmq", amqp_port=amqp_port, management_port=mgmt,
+                stream_port=stream, dist_port=dist, epmd_port=epmd,
+                nodename=f"liftline{amqp_port}@localhost",
             )
             self.rabbitmq.start()
             self.say(f"rabbitmq ready: {mask_url(s.amqp_url)} (pid {self.rabbitmq.pid}, "
-                     f"management http://127.0.0.1:{amqp_port + 10000})")
+                     f"management http://127.0.0.1:{mgmt})")
         if self.reuse_redis:
             self.say(f"redis: using {mask_url(s.redis_url)}")
         else:

@@ -20,6 +20,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+import pika
+import pika.exceptions
+import redis
+
 from liftline.errors import ServerError
 
 
@@ -164,3 +168,26 @@ def management_get(management_url: str, path: str, timeout_s: float = 2.0) -> An
 def management_api_answers(management_url: str, timeout_s: float = 2.0) -> bool:
     """True if the RabbitMQ management API at ``management_url`` answers ``/api/overview``."""
     return management_get(management_url, "/api/overview", timeout_s) is not None
+
+
+def amqp_answers(amqp_url: str, timeout_s: float = 2.0) -> bool:
+    """True if an AMQP connection (login included) to ``amqp_url`` succeeds now."""
+    params = pika.URLParameters(amqp_url)
+    params.connection_attempts = 1
+    params.socket_timeout = timeout_s
+    try:
+        pika.BlockingConnection(params).close()
+    except (pika.exceptions.AMQPError, OSError):
+        return False
+    return True
+
+
+def redis_answers(redis_url: str, timeout_s: float = 1.0) -> bool:
+    """True if Redis at ``redis_url`` answers PING now (not while it loads its data)."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=timeout_s)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:  # includes BusyLoadingError while the AOF loads
+        return False
+    finally:
+        client.close()

@@ -11,14 +11,19 @@ import gc
 import logging
 import os
 import socket
-import tempfile
 import time
 import warnings
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from liftline.errors import ServerError
-from liftline.servers.base import Endpoints, ServerProvider, management_api_answers
+from liftline.servers.base import (
+    Endpoints,
+    ServerProvider,
+    amqp_answers,
+    management_api_answers,
+    redis_answers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +82,10 @@ class ContainerServers(ServerProvider):
     """``rabbitmq:3.13-management`` (plus the stream plugin) and ``redis:7`` with an AOF.
 
     Containers are removed by ``stop()`` (and by testcontainers' reaper if the
-    test process dies), so nothing survives a session.
+    test process dies), so nothing survives a session. Readiness is checked
+    here (AMQP login, management API, Redis PING) rather than with
+    testcontainers' per-service classes, whose wait helpers are deprecated and
+    warn, which a warnings-as-errors test run cannot afford.
     """
 
     def __init__(
@@ -92,66 +100,56 @@ class ContainerServers(ServerProvider):
         self.start_timeout_s = start_timeout_s
         self.rabbitmq: Any = None
         self.redis: Any = None
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
 
     def _start(self) -> Endpoints:
         try:
-            from testcontainers.community.rabbitmq import RabbitMqContainer
-            from testcontainers.community.redis import RedisContainer
-        except ImportError:
-            try:
-                from testcontainers.rabbitmq import RabbitMqContainer
-                from testcontainers.redis import RedisContainer
-            except ImportError as exc:
-                raise ServerError("testcontainers is not installed") from exc
-        try:
-            self.redis = RedisContainer(self.redis_image).with_command(
-                "redis-server --appendonly yes --save ''"
-            )
-            self.redis.start()
-            self.rabbitmq = RabbitMqContainer(self.rabbitmq_image)
-            self.rabbitmq.with_exposed_ports(MANAGEMENT_PORT, STREAM_PORT)
-            self._enable_plugins(self.rabbitmq)
-            self.rabbitmq.start()  # returns once an AMQP connection succeeds
-            endpoints = self._endpoints_now()
-            self._wait_management(endpoints.management_url or "")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                endpoints = self._start_containers()
         except ServerError:
             self._stop()
             raise
         except Exception as exc:
             self._stop()
-            raise ServerError(f"could not start containers: {exc}") from exc
+            raise ServerError(f"could not start the test containers: {exc}") from exc
+        log.info("test containers ready: %s", endpoints)
         return endpoints
 
-    def _enable_plugins(self, container: Any) -> None:
-        target = "/etc/rabbitmq/enabled_plugins"
-        if hasattr(container, "with_copy_into_container"):
-            container.with_copy_into_container(ENABLED_PLUGINS, target)
-            return
-        # Older testcontainers: bind-mount a file (needs a local Docker engine).
-        self._tmp = tempfile.TemporaryDirectory(prefix="liftline-rabbitmq-")
-        path = Path(self._tmp.name) / "enabled_plugins"
-        path.write_bytes(ENABLED_PLUGINS)
-        container.with_volume_mapping(str(path), target, "ro")
-
-    def _endpoints_now(self) -> Endpoints:
-        rabbit_host = self.rabbitmq.get_container_host_ip()
-        redis_host = self.redis.get_container_host_ip()
-        amqp = self.rabbitmq.get_exposed_port(AMQP_PORT)
-        mgmt = self.rabbitmq.get_exposed_port(MANAGEMENT_PORT)
-        redis_port = self.redis.get_exposed_port(REDIS_PORT)
-        return Endpoints(
-            amqp_url=f"amqp://guest:guest@{rabbit_host}:{amqp}/%2F",
-            redis_url=f"redis://{redis_host}:{redis_port}/0",
-            management_url=f"http://guest:guest@{rabbit_host}:{mgmt}",
-        )
-
-    def _wait_management(self, management_url: str) -> None:
+    def _start_containers(self) -> Endpoints:
+        try:
+            from testcontainers.core.container import DockerContainer
+        except ImportError as exc:
+            raise ServerError("testcontainers is not installed") from exc
         deadline = time.monotonic() + self.start_timeout_s
-        while not management_api_answers(management_url):
-            if time.monotonic() >= deadline:
-                raise ServerError(f"RabbitMQ management API at {management_url} never answered")
-            time.sleep(0.5)
+        self.redis = DockerContainer(self.redis_image).with_exposed_ports(REDIS_PORT)
+        self.redis.with_command("redis-server --appendonly yes --save ''")
+        self.redis.start()
+        self.rabbitmq = DockerContainer(self.rabbitmq_image).with_exposed_ports(
+            AMQP_PORT, MANAGEMENT_PORT, STREAM_PORT
+        )
+        # Written before the container starts, so the node boots with the plugins on.
+        self.rabbitmq.with_copy_into_container(ENABLED_PLUGINS, "/etc/rabbitmq/enabled_plugins")
+        self.rabbitmq.start()
+        endpoints = Endpoints(
+            amqp_url=f"amqp://guest:guest@{self._address(self.rabbitmq, AMQP_PORT)}/%2F",
+            redis_url=f"redis://{self._address(self.redis, REDIS_PORT)}/0",
+            management_url=f"http://guest:guest@{self._address(self.rabbitmq, MANAGEMENT_PORT)}",
+        )
+        checks: list[tuple[str, Callable[[], bool]]] = [
+            ("Redis", lambda: redis_answers(endpoints.redis_url)),
+            ("RabbitMQ", lambda: amqp_answers(endpoints.amqp_url)),
+            ("RabbitMQ management", lambda: management_api_answers(endpoints.management_url or "")),
+        ]
+        for name, check in checks:
+            while not check():
+                if time.monotonic() >= deadline:
+                    raise ServerError(f"{name} container not ready in {self.start_timeout_s:.0f}s")
+                time.sleep(0.5)
+        return endpoints
+
+    @staticmethod
+    def _address(container: Any, port: int) -> str:
+        return f"{container.get_container_host_ip()}:{container.get_exposed_port(port)}"
 
     def _stop(self) -> None:
         for attr in ("rabbitmq", "redis"):
@@ -163,6 +161,3 @@ class ContainerServers(ServerProvider):
                 container.stop()
             except Exception as exc:  # a container already gone is not an error here
                 log.warning("could not remove the %s container: %s", attr, exc)
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None

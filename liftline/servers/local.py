@@ -20,18 +20,16 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-import pika
-import pika.exceptions
-import redis
-
 from liftline.errors import ServerError
 from liftline.servers.base import (
     Endpoints,
     ServerProvider,
+    amqp_answers,
     free_ports,
     management_api_answers,
     management_get,
     port_answers,
+    redis_answers,
 )
 
 log = logging.getLogger(__name__)
@@ -281,7 +279,7 @@ class LocalRabbitMQ:
         ports = (self.amqp_port, self.stream_port, self.management_port)
         if not all(port_answers(HOST, port) for port in ports):
             return False
-        if not (self._amqp_login_works() and management_api_answers(self.management_url)):
+        if not (amqp_answers(self.amqp_url) and management_api_answers(self.management_url)):
             return False
         # After a restart AMQP answers a moment before the streams' members are back
         # ("home node … is down"); the management API reports those queues as down.
@@ -294,16 +292,6 @@ class LocalRabbitMQ:
         if not isinstance(queues, list):
             return []
         return [f"{q.get('vhost')}/{q.get('name')}" for q in queues if q.get("state") == "down"]
-
-    def _amqp_login_works(self) -> bool:
-        params = pika.URLParameters(self.amqp_url)
-        params.connection_attempts = 1
-        params.socket_timeout = 2.0
-        try:
-            pika.BlockingConnection(params).close()
-        except (pika.exceptions.AMQPError, OSError):
-            return False
-        return True
 
     def _read_node_pid(self) -> int | None:
         try:
@@ -450,22 +438,13 @@ class LocalRedis:
                     f"redis-server exited with code {code} while starting\n"
                     f"{log_tail(self.log_file)}"
                 )
-            if port_answers(HOST, self.port) and self._pings():
+            if port_answers(HOST, self.port) and redis_answers(self.redis_url):
                 return
             if time.monotonic() >= deadline:
                 raise ServerError(
                     f"Redis on {self.port} not ready in time\n{log_tail(self.log_file)}"
                 )
             time.sleep(0.05)
-
-    def _pings(self) -> bool:
-        client = redis.Redis(host=HOST, port=self.port, socket_timeout=1.0)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:  # includes BusyLoadingError while the AOF loads
-            return False
-        finally:
-            client.close()
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM Redis (it fsyncs the AOF), SIGKILL after ``timeout_s``; idempotent."""

@@ -1,0 +1,233 @@
+"""One liftline cluster per scenario: settings, worker processes, watermarks, cleanup."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import pika
+import redis
+
+from benchmarks.env import REPO, memory_kb
+from benchmarks.progress import Deadline, say
+from liftline.producer import WriteFuture
+from liftline.settings import Settings
+from liftline.store.keys import Keys
+from liftline.workers.membership import live_members
+
+PARTITIONS = 16
+
+
+def settings_for(amqp_url: str, redis_url: str, cluster: str) -> Settings:
+    return Settings.from_env({}, amqp_url=amqp_url, redis_url=redis_url, cluster=cluster,
+                             partitions=PARTITIONS)
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(settings.redis_url, socket_timeout=30, socket_connect_timeout=5)
+
+
+def cleanup(settings: Settings) -> None:
+    """Delete the cluster's streams, exchange and Redis keys (best effort)."""
+    from liftline.queue.topology import Names
+
+    names = Names(settings.cluster)
+    try:
+        conn = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+        try:
+            channel = conn.channel()
+            for p in range(settings.partitions):
+                channel.queue_delete(names.stream(p))
+            channel.exchange_delete(names.exchange)
+        finally:
+            conn.close()
+    except (pika.exceptions.AMQPError, OSError) as exc:
+        say(f"cleanup of {settings.cluster}: RabbitMQ: {exc!r}")
+    client = redis_client(settings)
+    try:
+        for pattern in (f"ll:{settings.cluster}:*", f"ll:{{{settings.cluster}.p*"):
+            batch: list[bytes] = []
+            for key in client.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    client.unlink(*batch)
+                    batch = []
+            if batch:
+                client.unlink(*batch)
+    except redis.RedisError as exc:
+        say(f"cleanup of {settings.cluster}: Redis: {exc!r}")
+    finally:
+        client.close()
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIFTLINE_")}
+    env.update(
+        LIFTLINE_AMQP_URL=settings.amqp_url,
+        LIFTLINE_REDIS_URL=settings.redis_url,
+        LIFTLINE_CLUSTER=settings.cluster,
+        LIFTLINE_PARTITIONS=str(settings.partitions),
+        PYTHONPATH=str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""),
+    )
+    return env
+
+
+class WorkerProcess:
+    """One ``python -m liftline worker`` in a session of its own, its output in a log file."""
+
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.cluster)
+        self.log_path = log_dir / f"worker-{settings.cluster}.log"
+        argv = [sys.executable, "-m", "liftline", "worker", "-v"]
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(argv, env=worker_env(settings), cwd=REPO,
+                                         stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        self.exit_code: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"worker exited with code {self.proc.returncode}:\n"
+                               f"{self.log_tail()}")
+
+    def member(self, client: redis.Redis) -> dict[str, Any] | None:
+        """This worker's live member record (with its per-partition report), or None."""
+        for record in live_members(client, self.keys).values():
+            if record["pid"] == self.pid:
+                return record
+        return None
+
+    def wait_registered(self, client: redis.Redis, timeout_s: float = 60.0) -> float:
+        """Block until the worker's member record is in Redis; returns that moment."""
+        deadline = Deadline(timeout_s)
+        while not deadline.passed():
+            self._check_alive()
+            for raw in client.smembers(self.keys.members):
+                pid = client.hget(self.keys.member(raw.decode()), "pid")
+                if pid is not None and int(pid) == self.pid:
+                    return time.monotonic()
+            time.sleep(0.01)
+        raise RuntimeError(f"worker did not register within {timeout_s:.0f}s:\n{self.log_tail()}")
+
+    def wait_serving(self, client: redis.Redis, timeout_s: float = 60.0) -> None:
+        """Block until the worker reports every partition (it has taken them all)."""
+        deadline = Deadline(timeout_s)
+        while not deadline.passed():
+            self._check_alive()
+            record = self.member(client)
+            if record and len(record["partitions"]) >= self.settings.partitions:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"worker did not take its partitions within {timeout_s:.0f}s:\n"
+                           f"{self.log_tail()}")
+
+    def memory(self) -> dict[str, int]:
+        return memory_kb(self.pid)
+
+    def stop(self, timeout_s: float = 60.0) -> float:
+        """SIGTERM (graceful: flush, deregister, exit 0), SIGKILL after ``timeout_s``.
+
+        Returns how long the graceful stop took; the exit code is in :attr:`exit_code`.
+        """
+        began = time.monotonic()
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                say(f"worker {self.pid} ignored SIGTERM for {timeout_s:.0f}s; SIGKILL")
+                self.proc.kill()
+                self.proc.wait(10)
+        self.exit_code = self.proc.returncode
+        return time.monotonic() - began
+
+
+class Tracker:
+    """Futures of one producer that are not settled yet, and what was confirmed.
+
+    :meth:`add` runs on the submitting thread; :meth:`poll` on any one other
+    thread (or the same one). A deque's append and popleft are thread-safe.
+    """
+
+    def __init__(self, partitions: int = PARTITIONS) -> None:
+        self.pending: deque[WriteFuture] = deque()
+        self.submitted = 0
+        self.confirmed = 0
+        self.failed = 0
+        self.first_error: str = ""
+        self.submitted_seq = [0] * partitions
+        self.confirmed_seq = [0] * partitions
+        self._lock = threading.Lock()
+
+    def add(self, future: WriteFuture) -> None:
+        self.pending.append(future)
+        ticket = future.ticket
+        self.submitted_seq[ticket.partition] = ticket.seq
+        self.submitted += 1
+
+    def poll(self) -> int:
+        """Settle the done futures at the head; returns how many are still pending."""
+        with self._lock:
+            pending = self.pending
+            confirmed_seq = self.confirmed_seq
+            while pending:
+                future = pending[0]
+                if not future.done():
+                    break
+                pending.popleft()
+                error = future.exception(0)
+                if error is None:
+                    self.confirmed += 1
+                    ticket = future.ticket
+                    if ticket.seq > confirmed_seq[ticket.partition]:
+                        confirmed_seq[ticket.partition] = ticket.seq
+                else:
+                    self.failed += 1
+                    if not self.first_error:
+                        self.first_error = f"{type(error).__name__}: {error}"
+            return len(pending)
+
+    def wait_all(self, deadline: Deadline) -> bool:
+        """Wait until every added future is settled; False if the deadline came first."""
+        while self.poll():
+            if deadline.passed():
+                return False
+            head = self.pending[0] if self.pending else None
+            if head is not None:
+                head.exception(min(0.5, deadline.left()))
+        return True
+
+
+def watermarks(client: redis.Redis, settings: Settings, producer_id: str) -> list[int]:
+    """The producer's flushed watermark (highest seq persisted) for every partition."""
+    keys = Keys(settings.cluster)
+    pipe = client.pipeline(transaction=False)
+    for p in range(settings.partitions):
+        pipe.hget(keys.watermarks(p), producer_id)
+    return [int(v) if v is not None else 0 for v in pipe.execute()]
+
+
+def flushed_count(marks: list[int], wanted: list[int]) -> int:
+    """How many of the wanted writes (seq 1..wanted[p] per partition) the marks cover."""
+    return sum(min(m, w) for m, w in zip(marks, wanted, strict=True))

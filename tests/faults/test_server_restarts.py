@@ -1,0 +1,91 @@
+"""RabbitMQ and Redis restarts under load: bounded reconnects, nothing acknowledged lost."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from helpers import wait_until
+from pipeline import Workers, redis_state, wait_flushed
+
+from liftline import Producer, Settings
+from liftline.errors import BrokerUnavailable, PublishFailed
+
+
+def _settings(local_servers, name: str) -> Settings:
+    e = local_servers.endpoints
+    return Settings.from_env(
+        {}, amqp_url=e.amqp_url, redis_url=e.redis_url, cluster=name, partitions=4,
+        flush_interval_ms=100, reconnect_attempts=4, reconnect_backoff_s=0.2,
+        reconnect_backoff_max_s=1.0, confirm_timeout_s=15,
+    )
+
+
+def test_producer_and_worker_ride_out_a_rabbitmq_crash(local_servers, tmp_path):
+    settings = _settings(local_servers, "rmqcrash")
+    client = redis.Redis.from_url(settings.redis_url)
+    pool = Workers(settings, client, tmp_path)
+    try:
+        pool.start()
+        acked, failed = [], []
+        with Producer(settings) as producer:
+            for i in range(2000):
+                acked.append(producer.submit("incr", f"before:{i}", 1).result(30))
+            local_servers.rabbitmq.kill()
+            started = time.monotonic()
+            outage = [producer.submit("incr", f"during:{i}", 1) for i in range(500)]
+            for fut in outage:
+                error = fut.exception(60)
+                if error is None:
+                    acked.append(fut.ticket)
+                else:
+                    assert isinstance(error, BrokerUnavailable | PublishFailed), error
+                    failed.append(fut.ticket)
+            gave_up_after = time.monotonic() - started
+            assert failed, "writes during the outage cannot all have been confirmed"
+            assert gave_up_after < 20, f"producer took {gave_up_after:.1f}s to report failures"
+            local_servers.rabbitmq.start()
+            # The producer reconnects by itself; writes after the restart succeed.
+            wait_until(lambda: producer._publisher.connected.is_set(), 30,
+                       message="producer reconnect")
+            for i in range(2000):
+                acked.append(producer.submit("incr", f"after:{i}", 1).result(30))
+        wait_flushed(client, settings, acked, timeout_s=90)
+        state = redis_state(client, settings)
+        applied = {k for k, v in state.items() if v == 1}
+        assert all(v == 1 for v in state.values()), "a write was applied twice"
+        acked_keys = {f"before:{i}" for i in range(2000)} | {f"after:{i}" for i in range(2000)}
+        assert acked_keys <= applied
+        assert applied <= acked_keys | {f"during:{i}" for i in range(500)}
+    finally:
+        pool.stop_all()
+        client.close()
+
+
+def test_worker_keeps_state_across_a_redis_crash(local_servers, tmp_path):
+    settings = _settings(local_servers, "rediscrash")
+    client = redis.Redis.from_url(settings.redis_url)
+    pool = Workers(settings, client, tmp_path)
+    try:
+        worker = pool.start()
+        tickets = []
+        with Producer(settings) as producer:
+            for i in range(3000):
+                tickets.append(producer.submit("incr", f"k{i % 300}", 1))
+            tickets = [t.result(30) for t in tickets]
+            wait_flushed(client, settings, tickets)
+            local_servers.redis.kill()
+            # Writes keep being acknowledged: the gate never waits for Redis.
+            more = [producer.submit("incr", f"k{i % 300}", 1) for i in range(3000)]
+            tickets += [t.result(30) for t in more]
+            wait_until(lambda: "postponed" in worker.log(), 30,
+                       message="the worker to notice Redis is gone")
+            assert worker.proc.poll() is None, worker.log()
+            local_servers.redis.start()
+        client.close()
+        client = redis.Redis.from_url(settings.redis_url)
+        wait_flushed(client, settings, tickets, timeout_s=60)
+        assert redis_state(client, settings) == {f"k{i}": 20 for i in range(300)}
+    finally:
+        pool.stop_all()
+        client.close()

@@ -1,0 +1,117 @@
+"""`liftline up`: servers from the system binaries, a worker, and the CLI against them."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from helpers import missing_local_binaries, wait_until
+from pipeline import REPO
+
+from liftline.servers.base import free_ports
+from liftline.servers.local import pid_alive
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIFTLINE_")}
+    env.update(extra or {})
+    return env
+
+
+class Up:
+    """A running `liftline up` whose output lines are collected."""
+
+    def __init__(self, args: list[str], cwd: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "liftline", "up", *args], cwd=cwd, env=_env(),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.lines: list[str] = []
+        self._q: queue.Queue[str] = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._q.put(line.rstrip("\n"))
+
+    def output(self) -> str:
+        while not self._q.empty():
+            self.lines.append(self._q.get())
+        return "\n".join(self.lines)
+
+    def wait_for(self, text: str, timeout_s: float) -> None:
+        def seen() -> bool:
+            assert self.proc.poll() is None or text in self.output(), self.output()
+            return text in self.output()
+
+        wait_until(seen, timeout_s, interval_s=0.1, message=f"{text!r} from liftline up")
+
+
+def cli(args: list[str], urls: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, "-m", "liftline", *args, *urls], cwd=cwd,
+                            env=_env(), capture_output=True, text=True, timeout=60)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.mark.skipif(missing_local_binaries() is not None, reason="needs local binaries")
+def test_up_serves_the_cli_refuses_a_second_up_and_stops_cleanly(tmp_path: Path):
+    amqp_port, redis_port = free_ports(2)
+    urls = [f"--amqp-url=amqp://guest:guest@127.0.0.1:{amqp_port}/%2F",
+            f"--redis-url=redis://127.0.0.1:{redis_port}/0"]
+    data_dir = tmp_path / "data"
+    up = Up([*urls, "--data-dir", str(data_dir)], REPO)
+    try:
+        up.wait_for("liftline ready", 120)
+        out = up.output()
+        for component in ("rabbitmq ready", "redis ready", "topology ready", "worker ready"):
+            assert component in out, out
+
+        ticket = cli(["put", "skier:812", '{"lift": 21}'], urls, REPO).stdout.strip()
+        assert ticket.count(".") == 2
+        cli(["incr", "resort:3:rides", "1"], urls, REPO)
+        cli(["incr", "resort:3:rides", "2"], urls, REPO)
+        got = cli(["get", "skier:812", "--after", ticket], urls, REPO).stdout
+        assert json.loads(got) == {"lift": 21}
+        rides = wait_until(
+            lambda: cli(["get", "resort:3:rides"], urls, REPO).stdout.strip() == "3", 10)
+        assert rides
+        status = json.loads(cli(["status", "--json"], urls, REPO).stdout)
+        assert status["partitions"] == 16 and len(status["members"]) == 1
+        assert sum(1 for row in status["partition_state"] if row["owner"]) == 16
+        table = cli(["status"], urls, REPO).stdout
+        assert "APPLIED" in table and "MARGIN" in table
+
+        missing = cli(["get", "nobody"], urls, REPO, check=False)
+        assert missing.returncode == 6 and "not found" in missing.stderr
+
+        second = subprocess.run([sys.executable, "-m", "liftline", "up", *urls,
+                                 "--data-dir", str(data_dir)], cwd=REPO, env=_env(),
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode != 0
+        assert "already running" in second.stderr
+    finally:
+        if up.proc.poll() is None:
+            up.proc.send_signal(signal.SIGTERM)
+        code = up.proc.wait(90)
+        up.reader.join(10)
+        assert up.proc.stdout is not None
+        up.proc.stdout.close()
+    out = up.output()
+    assert code == 0, out
+    assert "rabbitmq stopped" in out and "redis stopped" in out
+    pids = [int(re.search(r"\(pid (\d+)", w).group(1)) for w in out.splitlines() if "(pid " in w]
+    assert pids and not any(pid_alive(pid) for pid in pids)
+    # The data survives: Redis' append-only file is in the data directory.
+    assert any((data_dir / "redis").rglob("*.aof*"))

@@ -1,0 +1,507 @@
+"""liftline.codec: the wire format and the limits every write must meet."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from liftline import codec
+from liftline.codec import (
+    MAX_BATCH_BYTES,
+    MAX_DEPTH,
+    MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
+    pack,
+    pack_batch,
+    pack_write,
+    unpack,
+    unpack_batch,
+    write_fields,
+)
+from liftline.errors import InvalidMessage, InvalidWrite
+from liftline.settings import Settings
+
+
+def nested(levels: int, leaf: Any = 0) -> Any:
+    """A value whose nesting depth is ``levels`` (a list inside a list …)."""
+    value = leaf
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def nested_dicts(levels: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(levels):
+        value = {"k": value}
+    return value
+
+
+# -- pack / unpack ---------------------------------------------------------
+
+ROUND_TRIP_VALUES = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**63 - 1,
+    -(2**63),
+    2**64 - 1,
+    1.5,
+    -0.25,
+    "",
+    "text with é and 🙂",
+    b"",
+    b"\x00\xff binary",
+    [],
+    [1, "two", 3.0, None, b"4"],
+    {},
+    {"a": 1, "b": [1, 2, {"c": None}], "d": {"e": b"f"}},
+]
+
+
+@pytest.mark.parametrize("value", ROUND_TRIP_VALUES, ids=repr)
+def test_pack_unpack_round_trip(value: Any) -> None:
+    assert unpack(pack(value)) == value
+
+
+def test_bytes_and_str_stay_distinct() -> None:
+    assert unpack(pack(b"abc")) == b"abc"
+    assert unpack(pack("abc")) == "abc"
+    assert type(unpack(pack(b"abc"))) is bytes
+    assert type(unpack(pack("abc"))) is str
+
+
+def test_tuples_come_back_as_lists() -> None:
+    assert unpack(pack((1, (2, 3)))) == [1, [2, 3]]
+
+
+def test_unpack_accepts_bytearray_and_memoryview() -> None:
+    data = pack({"a": [1, 2]})
+    assert unpack(bytearray(data)) == {"a": [1, 2]}
+    assert unpack(memoryview(data)) == {"a": [1, 2]}
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"",  # nothing at all
+        b"\xc1",  # the one byte msgpack never uses
+        b"\x92\x01",  # an array of 2 with only 1 item
+        b"\x01\x02",  # two objects where one is expected
+        b"\xa5abc",  # a str of 5 with 3 bytes
+        b"\xa2\xff\xfe",  # a str that is not UTF-8
+        msgpack.packb({1: "int keys are not allowed"}),
+        b"\x91" * 100_000,  # nested far deeper than msgpack's stack
+    ],
+    ids=["empty", "never-used", "short-array", "extra-data", "short-str", "bad-utf8",
+         "int-map-key", "deep"],
+)
+def test_unpack_rejects_garbage(garbage: bytes) -> None:
+    with pytest.raises(InvalidMessage):
+        unpack(garbage)
+
+
+@pytest.mark.parametrize("not_bytes", ["a string", 12, None, [1, 2]])
+def test_unpack_rejects_what_is_not_bytes(not_bytes: Any) -> None:
+    with pytest.raises(InvalidMessage):
+        unpack(not_bytes)
+
+
+@pytest.mark.parametrize("code", [0, 5, 127])
+def test_unpack_rejects_extension_types(code: int) -> None:
+    data = msgpack.packb(["set", "k", msgpack.ExtType(code, b"payload")])
+    with pytest.raises(InvalidMessage, match="extension type"):
+        unpack(data)
+
+
+def test_unpack_rejects_the_timestamp_extension_type() -> None:
+    # Type -1 is the one extension msgpack decodes itself (to msgpack.Timestamp)
+    # without calling ext_hook; it is an extension type all the same.
+    data = msgpack.packb(["set", "k", msgpack.Timestamp(1_700_000_000, 0)])
+    with pytest.raises(InvalidMessage):
+        unpack(data)
+
+
+def test_unpack_rejects_oversize_input_before_decoding() -> None:
+    # Valid msgpack one byte over the limit: refused for its size alone.
+    data = pack(b"x" * (MAX_BATCH_BYTES - 5 + 1))
+    assert len(data) == MAX_BATCH_BYTES + 1
+    with pytest.raises(InvalidMessage, match="limit"):
+        unpack(data)
+    at_limit = pack(b"x" * (MAX_BATCH_BYTES - 5))
+    assert len(at_limit) == MAX_BATCH_BYTES
+    assert unpack(at_limit) == b"x" * (MAX_BATCH_BYTES - 5)
+
+
+def test_unpack_honours_a_smaller_max_bytes() -> None:
+    data = pack("x" * 100)
+    with pytest.raises(InvalidMessage):
+        unpack(data, max_bytes=50)
+    assert unpack(data, max_bytes=len(data)) == "x" * 100
+
+
+@pytest.mark.parametrize("value", [object(), {1, 2}, 2**64, -(2**63) - 1, "\ud800"],
+                         ids=["object", "set", "too-big-int", "too-small-int", "lone-surrogate"])
+def test_pack_refuses_what_msgpack_cannot_carry(value: Any) -> None:
+    with pytest.raises(InvalidWrite):
+        pack(value)
+
+
+# -- depth -----------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0, 0), ("s", 0), (None, 0), ([], 1), ({}, 1), ([1, 2], 1), ([[1], 2], 2),
+     ({"a": {"b": [1]}}, 3), (nested(32), 32), (nested_dicts(10), 10)],
+)
+def test_depth(value: Any, expected: int) -> None:
+    assert codec.depth(value) == expected
+
+
+def test_depth_stops_counting_past_the_limit() -> None:
+    assert codec.depth(nested(10_000), limit=5) == 6
+
+
+# -- pack_write: keys ------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "key",
+    ["k", "x" * MAX_KEY_BYTES, "é" * 200, "é" * 256, "€" * 170, "🙂" * 128, "user:42/🙂"],
+    ids=["one-char", "512-ascii", "200-e-acute(400B)", "256-e-acute(512B)",
+         "170-euro(510B)", "128-emoji(512B)", "mixed"],
+)
+def test_keys_within_512_utf8_bytes_are_accepted(key: str) -> None:
+    assert len(key.encode("utf-8")) <= MAX_KEY_BYTES
+    assert unpack(pack_write("set", key, 1)) == ["set", key, 1]
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["x" * (MAX_KEY_BYTES + 1), "é" * 300, "é" * 257, "€" * 171, "🙂" * 129],
+    ids=["513-ascii", "300-e-acute(600B)", "257-e-acute(514B)", "171-euro(513B)",
+         "129-emoji(516B)"],
+)
+def test_keys_over_512_utf8_bytes_are_refused(key: str) -> None:
+    assert len(key.encode("utf-8")) > MAX_KEY_BYTES
+    with pytest.raises(InvalidWrite, match="512"):
+        pack_write("set", key, 1)
+
+
+@pytest.mark.parametrize("key", ["", None, 1, b"bytes-key", ["k"]],
+                         ids=["empty", "none", "int", "bytes", "list"])
+def test_empty_or_non_str_keys_are_refused(key: Any) -> None:
+    with pytest.raises(InvalidWrite):
+        pack_write("set", key, 1)
+
+
+# -- pack_write: value size and nesting -------------------------------------
+
+def bin_packing_to(size: int) -> bytes:
+    """Bytes that msgpack encodes in exactly ``size`` bytes (bin16: 3-byte header)."""
+    value = b"v" * (size - 3)
+    assert len(pack(value)) == size
+    return value
+
+
+def test_value_of_exactly_64_kib_packed_is_accepted() -> None:
+    value = bin_packing_to(MAX_VALUE_BYTES)
+    assert len(pack(value)) == MAX_VALUE_BYTES
+    assert unpack(pack_write("set", "k", value)) == ["set", "k", value]
+
+
+def test_value_of_64_kib_with_the_longest_key_is_accepted() -> None:
+    value = bin_packing_to(MAX_VALUE_BYTES)
+    key = "k" * MAX_KEY_BYTES
+    assert unpack(pack_write("set", key, value))[1] == key
+
+
+def test_value_far_over_64_kib_is_refused() -> None:
+    with pytest.raises(InvalidWrite, match="limit"):
+        pack_write("set", "k", b"v" * (2 * MAX_VALUE_BYTES))
+
+
+@pytest.mark.parametrize("key", ["k", "k" * MAX_KEY_BYTES], ids=["short-key", "longest-key"])
+def test_value_one_byte_over_64_kib_packed_is_refused(key: str) -> None:
+    value = bin_packing_to(MAX_VALUE_BYTES + 1)
+    with pytest.raises(InvalidWrite):
+        pack_write("set", key, value)
+
+
+def test_large_structured_value_over_64_kib_is_refused() -> None:
+    value = {f"field{i}": "x" * 100 for i in range(1000)}  # ~110 KB packed
+    with pytest.raises(InvalidWrite):
+        pack_write("merge", "k", value)
+
+
+@pytest.mark.parametrize("make", [nested, nested_dicts], ids=["lists", "dicts"])
+def test_nesting_of_exactly_32_is_accepted(make: Any) -> None:
+    value = make(MAX_DEPTH)
+    assert unpack(pack_write("set", "k", value)) == ["set", "k", value]
+
+
+@pytest.mark.parametrize("make", [nested, nested_dicts], ids=["lists", "dicts"])
+def test_nesting_of_33_is_refused(make: Any) -> None:
+    with pytest.raises(InvalidWrite, match="nested"):
+        pack_write("set", "k", make(MAX_DEPTH + 1))
+
+
+def test_very_deep_nesting_is_refused_quickly() -> None:
+    with pytest.raises(InvalidWrite, match="nested"):
+        pack_write("set", "k", nested(50_000))
+
+
+# -- pack_write: ops and their arguments ------------------------------------
+
+@pytest.mark.parametrize(
+    ("op", "value", "arg"),
+    [
+        ("set", {"any": "thing"}, None),
+        ("set", None, None),
+        ("delete", None, None),
+        ("incr", 1, None),
+        ("incr", -2.5, None),
+        ("incr", 0, None),
+        ("merge", {}, None),
+        ("merge", {"a": 1}, None),
+        ("append", "item", None),
+        ("append", "item", 1),
+        ("append", "item", 10_000),
+        ("setnx", 3, None),
+        ("cas", "new", 0),
+        ("cas", "new", 7),
+        ("my_reducer", [1, 2], None),
+        ("x" * 64, 1, None),
+    ],
+)
+def test_well_formed_writes_are_accepted(op: str, value: Any, arg: Any) -> None:
+    expected = [op, "k", value] if arg is None else [op, "k", value, arg]
+    assert unpack(pack_write(op, "k", value, arg)) == expected
+
+
+@pytest.mark.parametrize(
+    ("op", "value", "arg"),
+    [
+        ("incr", True, None),
+        ("incr", False, None),
+        ("incr", "1", None),
+        ("incr", None, None),
+        ("incr", [1], None),
+        ("merge", [("a", 1)], None),
+        ("merge", "a=1", None),
+        ("merge", None, None),
+        ("cas", "v", None),
+        ("cas", "v", -1),
+        ("cas", "v", True),
+        ("cas", "v", 1.0),
+        ("cas", "v", "1"),
+        ("append", "v", 0),
+        ("append", "v", -5),
+        ("append", "v", True),
+        ("append", "v", 2.0),
+        ("append", "v", "3"),
+        ("", 1, None),
+        ("x" * 65, 1, None),
+        (None, 1, None),
+        (7, 1, None),
+    ],
+)
+def test_malformed_writes_are_refused(op: Any, value: Any, arg: Any) -> None:
+    with pytest.raises(InvalidWrite):
+        pack_write(op, "k", value, arg)
+
+
+def test_unencodable_value_is_refused() -> None:
+    with pytest.raises(InvalidWrite):
+        pack_write("set", "k", object())
+
+
+# -- write_fields ----------------------------------------------------------
+
+def test_write_fields_of_decoded_writes() -> None:
+    assert write_fields(["set", "k", 1]) == ("set", "k", 1, None)
+    assert write_fields(["cas", "k", "v", 3]) == ("cas", "k", "v", 3)
+
+
+@pytest.mark.parametrize(
+    "write",
+    [["set", "k"], ["set", "k", 1, None, 2], "set k 1", ("set", "k", 1), None,
+     ["set", "", 1], ["incr", "k", "one"], ["cas", "k", 1, -1]],
+)
+def test_write_fields_refuses_malformed_writes(write: Any) -> None:
+    with pytest.raises(InvalidWrite):
+        write_fields(write)
+
+
+# -- batches ---------------------------------------------------------------
+
+def tiny_writes(count: int) -> list[bytes]:
+    return [pack_write("incr", f"k{i % 97}", i) for i in range(count)]
+
+
+@pytest.mark.parametrize("count", [0, 1, 15, 16, 65535, 65536],
+                         ids=lambda n: f"{n}-writes")
+def test_batch_round_trip_across_array_header_sizes(count: int) -> None:
+    packed = tiny_writes(count)
+    body = pack_batch("producer-1", 42, packed)
+    producer_id, first_seq, writes = unpack_batch(body)
+    assert producer_id == "producer-1"
+    assert first_seq == 42
+    assert len(writes) == count
+    assert writes == [["incr", f"k{i % 97}", i] for i in range(count)]
+    # The hand-assembled envelope is exactly what msgpack itself would produce.
+    assert body == msgpack.packb([1, "w", "producer-1", 42, writes], use_bin_type=True)
+
+
+def test_batch_keeps_mixed_writes_in_order() -> None:
+    sent = [
+        ["set", "a", {"x": [1, 2]}],
+        ["delete", "b", None],
+        ["append", "c", b"\x00", 5],
+        ["cas", "d", "new", 0],
+        ["merge", "é" * 200, {"n": None}],
+    ]
+    body = pack_batch("p", 1, [pack_write(*w) for w in sent])
+    _, _, writes = unpack_batch(body)
+    assert writes == sent
+    assert [write_fields(w) for w in writes] == [
+        ("set", "a", {"x": [1, 2]}, None),
+        ("delete", "b", None, None),
+        ("append", "c", b"\x00", 5),
+        ("cas", "d", "new", 0),
+        ("merge", "é" * 200, {"n": None}, None),
+    ]
+
+
+@pytest.mark.parametrize("first_seq", [1, 2**31, 2**63 - 1])
+def test_batch_round_trip_of_large_sequence_numbers(first_seq: int) -> None:
+    _, seq, _ = unpack_batch(pack_batch("p", first_seq, tiny_writes(3)))
+    assert seq == first_seq
+
+
+def batch_body(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        [2, "w", "p", 1, []],  # wrong version
+        [0, "w", "p", 1, []],
+        ["1", "w", "p", 1, []],
+        [1, "r", "p", 1, []],  # wrong kind
+        [1, b"w", "p", 1, []],
+        [1, "w", "", 1, []],  # producer: empty, too long, not a str
+        [1, "w", "p" * 65, 1, []],
+        [1, "w", 7, 1, []],
+        [1, "w", b"p", 1, []],
+        [1, "w", None, 1, []],
+        [1, "w", "p", 0, []],  # seq: < 1, not an int, a bool
+        [1, "w", "p", -3, []],
+        [1, "w", "p", True, []],
+        [1, "w", "p", "1", []],
+        [1, "w", "p", 1.0, []],
+        [1, "w", "p", None, []],
+        [1, "w", "p", 1, {"0": ["set", "k", 1]}],  # writes not a list
+        [1, "w", "p", 1, None],
+        [1, "w", "p", 1],  # wrong length
+        [1, "w", "p", 1, [], "extra"],
+        {"version": 1},  # not a list
+        "w",
+        None,
+    ],
+)
+def test_unpack_batch_refuses_what_is_not_a_batch(obj: Any) -> None:
+    with pytest.raises(InvalidMessage):
+        unpack_batch(batch_body(obj))
+
+
+def test_unpack_batch_accepts_a_64_char_producer() -> None:
+    assert unpack_batch(batch_body([1, "w", "p" * 64, 1, []])) == ("p" * 64, 1, [])
+
+
+@pytest.mark.parametrize("garbage", [b"", b"\xc1", b"\x95\x01\xa1w", b"not msgpack at all"])
+def test_unpack_batch_refuses_garbage(garbage: bytes) -> None:
+    with pytest.raises(InvalidMessage):
+        unpack_batch(garbage)
+
+
+def test_unpack_batch_refuses_oversize_bodies() -> None:
+    writes = [pack_write("set", f"k{i}", b"v" * 60_000) for i in range(18)]
+    body = pack_batch("p", 1, writes)
+    assert len(body) > MAX_BATCH_BYTES
+    with pytest.raises(InvalidMessage):
+        unpack_batch(body)
+
+
+def test_batches_the_largest_allowed_batch_max_bytes_lets_through_can_be_decoded() -> None:
+    # A producer seals a batch once it would exceed batch_max_bytes - 256, and
+    # Settings lets batch_max_bytes go up to 16 MiB; the workers must be able to
+    # decode every batch a valid configuration can produce, or confirmed writes
+    # end up dead letters.
+    largest = Settings(batch_max_bytes=16 * 1024 * 1024).batch_max_bytes
+    write = pack_write("set", "k", b"v" * 60_000)
+    count = (largest - 256) // len(write)
+    body = pack_batch("p", 1, [write] * count)
+    assert len(body) <= largest
+    _, _, writes = unpack_batch(body)
+    assert len(writes) == count
+
+
+# -- property: any list of valid writes survives a batch round trip ----------
+
+KEYS = st.text(alphabet=st.characters(exclude_categories=("Cs",)), min_size=1, max_size=130)
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=20)
+    | st.binary(max_size=20)
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=12,
+)
+NUMBERS = st.integers(min_value=-(2**40), max_value=2**40) | st.floats(allow_nan=False)
+
+
+def writes_of(op: str, value: st.SearchStrategy[Any],
+              arg: st.SearchStrategy[Any]) -> st.SearchStrategy[list[Any]]:
+    return st.tuples(st.just(op), KEYS, value, arg).map(list)
+
+
+WRITES = st.one_of(
+    writes_of("set", VALUES, st.none()),
+    writes_of("delete", st.none(), st.none()),
+    writes_of("incr", NUMBERS, st.none()),
+    writes_of("merge", st.dictionaries(st.text(max_size=5), VALUES, max_size=4), st.none()),
+    writes_of("append", VALUES, st.none() | st.integers(min_value=1, max_value=10**6)),
+    writes_of("setnx", VALUES, st.none()),
+    writes_of("cas", VALUES, st.integers(min_value=0, max_value=2**32)),
+    writes_of("custom_op", VALUES, st.none()),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    producer_id=st.text(min_size=1, max_size=64),
+    first_seq=st.integers(min_value=1, max_value=2**63 - 1),
+    writes=st.lists(WRITES, max_size=40),
+)
+def test_any_valid_writes_round_trip_through_a_batch(
+    producer_id: str, first_seq: int, writes: list[list[Any]]
+) -> None:
+    body = pack_batch(producer_id, first_seq, [pack_write(*w) for w in writes])
+    got_producer, got_seq, got_writes = unpack_batch(body)
+    assert (got_producer, got_seq) == (producer_id, first_seq)
+    expected = [w[:3] if w[3] is None else w for w in writes]
+    assert got_writes == expected
+    assert [write_fields(w) for w in got_writes] == [tuple(w) for w in writes]
