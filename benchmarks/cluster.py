@@ -231,3 +231,12 @@ def watermarks(client: redis.Redis, settings: Settings, producer_id: str) -> lis
 def flushed_count(marks: list[int], wanted: list[int]) -> int:
     """How many of the wanted writes (seq 1..wanted[p] per partition) the marks cover."""
     return sum(min(m, w) for m, w in zip(marks, wanted, strict=True))
+
+
+def dead_letters(client: redis.Redis, settings: Settings) -> int:
+    """How many dead letters the cluster's partitions recorded in Redis."""
+    keys = Keys(settings.cluster)
+    pipe = client.pipeline(transaction=False)
+    for p in range(settings.partitions):
+        pipe.xlen(keys.dead(p))
+    return sum(int(n) for n in pipe.execute())

@@ -6,9 +6,11 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -69,6 +71,8 @@ class BenchServers:
 
     def stop(self) -> None:
         local, self._local = self._local, None
+        # A second Ctrl-C must not leave the servers half stopped.
+        saved = _ignore_signals()
         try:
             if local is not None:
                 began = time.monotonic()
@@ -79,6 +83,8 @@ class BenchServers:
             if self.tmp_dir is not None:
                 shutil.rmtree(self.tmp_dir, ignore_errors=True)
                 self.tmp_dir = None
+            for signum, handler in saved.items():
+                signal.signal(signum, handler)
 
     def server_pids(self) -> dict[str, int]:
         """PIDs of the servers this run started (for CPU accounting); {} when external."""
@@ -91,6 +97,14 @@ class BenchServers:
         if self._local.redis.pid:
             out["redis"] = self._local.redis.pid
         return out
+
+
+def _ignore_signals() -> dict[int, Any]:
+    """Ignore SIGINT and SIGTERM (main thread only); returns the handlers to put back."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.signal(signum, signal.SIG_IGN)
+            for signum in (signal.SIGINT, signal.SIGTERM)}
 
 
 def _host_of(url: str) -> str:
@@ -121,12 +135,34 @@ def memory_kb(pid: int) -> dict[str, int]:
     return out
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes of the machine used since boot (from /proc/stat)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    # user nice system idle iowait irq softirq steal ...; busy = all but idle and iowait.
+    return (sum(fields[:8]) - fields[3] - fields[4]) / _CLK_TCK
+
+
+def background_cores(interval_s: float = 1.0, ignore: tuple[int, ...] = ()) -> float:
+    """Cores busy over ``interval_s`` with processes other than this one and ``ignore``."""
+    mine = (os.getpid(), *ignore)
+    m0, c0 = machine_busy_seconds(), sum(cpu_seconds(p) or 0.0 for p in mine)
+    time.sleep(interval_s)
+    m1, c1 = machine_busy_seconds(), sum(cpu_seconds(p) or 0.0 for p in mine)
+    return max(0.0, ((m1 - m0) - (c1 - c0)) / interval_s)
+
+
 class CpuMeter:
-    """CPU used by a few named processes between :meth:`start` and :meth:`stop`."""
+    """CPU used by a few named processes between :meth:`start` and :meth:`stop`, and by
+    everything else on the machine ("others": other users' tests and servers)."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = dict(pids)
         self._t0 = 0.0
+        self._m0 = 0.0
         self._c0: dict[str, float] = {}
 
     def add(self, name: str, pid: int) -> None:
@@ -135,6 +171,7 @@ class CpuMeter:
 
     def start(self) -> CpuMeter:
         self._t0 = time.monotonic()
+        self._m0 = machine_busy_seconds()
         self._c0 = {name: cpu_seconds(pid) or 0.0 for name, pid in self.pids.items()}
         return self
 
@@ -142,10 +179,16 @@ class CpuMeter:
         """{name: cores used on average} over the interval, plus the interval itself."""
         wall = max(time.monotonic() - self._t0, 1e-9)
         out: dict[str, Any] = {"wall_s": round(wall, 2)}
+        ours = 0.0
         for name, pid in self.pids.items():
             now = cpu_seconds(pid)
             if now is not None:
-                out[name] = round((now - self._c0.get(name, 0.0)) / wall, 2)
+                used = now - self._c0.get(name, 0.0)
+                ours += used
+                out[name] = round(used / wall, 2)
+        machine_used = machine_busy_seconds() - self._m0
+        out["others"] = round(max(0.0, machine_used - ours) / wall, 2)
+        out["machine"] = round(machine_used / wall, 2)
         return out
 
 

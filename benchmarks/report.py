@@ -9,6 +9,7 @@ from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BASELINE_ID = "baseline.redis_pipeline"
+CPU_COLUMNS = ("bench", "worker", "rabbitmq", "redis", "others", "machine")
 
 
 @dataclass
@@ -54,9 +55,13 @@ class Results:
         baseline = self.get(BASELINE_ID)
         base = baseline.value if baseline is not None else None
         for f in self.figures:
-            if f.target is not None and f.value is not None:
-                ok = f.value >= f.target if f.target_kind == "min" else f.value <= f.target
-                f.passed = f.passed if f.passed is not None and not f.passed else ok
+            if f.target is not None:
+                if f.value is None:
+                    f.passed = False
+                else:
+                    ok = f.value >= f.target if f.target_kind == "min" else f.value <= f.target
+                    # A scenario may have failed the figure already (errors, time limit).
+                    f.passed = ok and f.passed is not False
             if f.compare_to_redis and base and f.value is not None:
                 f.vs_redis = round(f.value / base, 2)
 
@@ -98,12 +103,16 @@ def markdown(results: Results) -> str:
         + (" (quick mode: smaller counts, shorter runs)" if m.get("quick") else ""),
         f"- Machine: {machine.get('nproc', '?')} cores, {machine.get('cpu_model', '?')}, "
         f"{machine.get('ram_gib', '?')} GiB RAM, Linux {machine.get('kernel', '?')}",
-        f"- Versions: RabbitMQ {versions.get('rabbitmq', '?')}, Redis {versions.get('redis', '?')}, "
+        f"- Versions: RabbitMQ {versions.get('rabbitmq', '?')}, "
+        f"Redis {versions.get('redis', '?')}, "
         f"Python {versions.get('python', '?')}, pika {versions.get('pika', '?')}, "
         f"redis-py {versions.get('redis-py', '?')} (hiredis {versions.get('hiredis', '?')}), "
         f"msgpack {versions.get('msgpack', '?')}, liftline {versions.get('liftline', '?')}",
         f"- Servers: {m.get('servers', '?')}",
         f"- Workload: {m.get('workload', '?')}",
+        f"- Other processes on the machine at start: "
+        f"{m.get('background_cores_at_start', '?')} cores busy (see the CPU table's "
+        "`others` column: this machine may be shared)",
         f"- Status: {m.get('status', '?')}, {m.get('elapsed_s', '?')} s in all",
         "",
         "| Scenario | Figure | Value | Target | Result | vs direct Redis |",
@@ -118,12 +127,15 @@ def markdown(results: Results) -> str:
     if results.errors:
         lines += ["", "## Scenarios that did not finish", ""]
         for name, error in results.errors.items():
-            first = error.strip().splitlines()[0] if error.strip() else "?"
-            lines.append(f"- **{name}**: {first}")
+            last = error.strip().splitlines()[-1] if error.strip() else "?"
+            lines.append(f"- **{name}**: {last}")
     if results.cpu:
-        names = sorted({k for row in results.cpu.values() for k in row if k != "wall_s"})
+        seen = {k for row in results.cpu.values() for k in row if k != "wall_s"}
+        names = [n for n in CPU_COLUMNS if n in seen] + sorted(seen - set(CPU_COLUMNS))
         lines += ["", "## CPU use while measuring (average cores busy; the machine has "
                   f"{machine.get('nproc', '?')})", "",
+                  "`bench` is the benchmark process (the Producer, or the redis-py client), "
+                  "`others` everything else on the machine, `machine` the total.", "",
                   "| Phase | wall s | " + " | ".join(names) + " |",
                   "|---|---:|" + "---:|" * len(names)]
         for phase, row in results.cpu.items():
@@ -138,7 +150,7 @@ def markdown(results: Results) -> str:
                       "|---:|---:|---:|---:|---:|---:|---:|"]
             for s in samples:
                 lines.append(
-                    f"| {s['t']:.0f} | {s['produced_per_s']:,} | {s['confirmed_per_s']:,} | "
+                    f"| {s['t']:.1f} | {s['produced_per_s']:,} | {s['confirmed_per_s']:,} | "
                     f"{s['flushed_per_s']:,} | {s['lag']:,} | {s['lag_max_partition']:,} | "
                     f"{s.get('worker_rss_mib', 0):.0f} |")
             lines += ["", "</details>"]

@@ -14,18 +14,20 @@ INCR_SHARE = 0.8
 
 def mixed_ops(count: int, *, seed: int = 217, keys: int = HOT_KEYS,
               incr_share: float = INCR_SHARE) -> list[Op]:
-    """``count`` writes: ``incr_share`` increments by 1 over ``keys`` keys, the rest ``set``
-    of a small dict (a lift ride: lift, minute, sequence number)."""
+    """``count`` writes: ``incr_share`` increments by 1 over ``keys`` counter keys, the
+    rest ``set`` of a small dict (a lift ride: lift, minute, sequence number) over ``keys``
+    other keys. The two key sets are disjoint: an incr on a key holding a dict would be
+    refused (a dead letter in liftline, an error in Redis)."""
     rng = random.Random(seed)
     rand, randrange = rng.random, rng.randrange
     out: list[Op] = []
     append = out.append
     for i in range(count):
-        key = f"skier:{randrange(keys)}"
         if rand() < incr_share:
-            append(("incr", key, 1))
+            append(("incr", f"vert:{randrange(keys)}", 1))
         else:
-            append(("set", key, {"lift": i % 31, "minute": i % 600, "n": i}))
+            append(("set", f"ride:{randrange(keys)}", {"lift": i % 31, "minute": i % 600,
+                                                        "n": i}))
     return out
 
 

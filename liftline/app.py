@@ -50,8 +50,8 @@ def load_app(spec: str) -> App:
         raise ConfigError(f"--app {spec!r}: expected module:attribute")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"--app {spec!r}: cannot import {module_name!r}: {exc}") from exc
+    except Exception as exc:  # the user's module may fail in any way while importing
+        raise ConfigError(f"--app {spec!r}: cannot import {module_name!r}: {exc!r}") from exc
     obj = getattr(module, attr or "app", None)
     if not isinstance(obj, App):
         raise ConfigError(f"--app {spec!r}: {attr or 'app'!r} is not a liftline.App")

@@ -61,7 +61,11 @@ def pack(obj: Any) -> bytes:
 
 
 def depth(value: Any, limit: int = MAX_DEPTH) -> int:
-    """Nesting depth of a value (a scalar is 0); stops counting past ``limit``."""
+    """Nesting depth of a value (a scalar is 0); stops counting past ``limit``.
+
+    Raises InvalidWrite for anything but None, bool, int, float, str, bytes,
+    lists and string-keyed maps (msgpack's timestamp extension included).
+    """
     if isinstance(value, _SCALARS):
         return 0
     stack: list[tuple[Any, int]] = [(value, 1)]
@@ -77,7 +81,7 @@ def depth(value: Any, limit: int = MAX_DEPTH) -> int:
         elif isinstance(item, list | tuple):
             children = item
         else:
-            continue
+            raise InvalidWrite(f"values of type {type(item).__name__} are not allowed")
         for child in children:
             if not isinstance(child, _SCALARS):
                 stack.append((child, level + 1))
@@ -126,7 +130,7 @@ def pack_write(op: str, key: str, value: Any, arg: Any = None) -> bytes:
     check_write(op, key, value, arg)
     packed = pack([op, key, value] if arg is None else [op, key, value, arg])
     # The envelope around the value is at most the key, the op and a few bytes.
-    if len(packed) > MAX_VALUE_BYTES + MAX_KEY_BYTES + 80:
+    if len(packed) > MAX_VALUE_BYTES:
         value_size = len(pack(value))
         if value_size > MAX_VALUE_BYTES:
             raise InvalidWrite(
@@ -153,7 +157,9 @@ def unpack_batch(data: bytes) -> tuple[str, int, list[Any]]:
     """(producer_id, first_seq, writes) of a batch; InvalidMessage if it is not one."""
     obj = unpack(data)
     if not (isinstance(obj, list) and len(obj) == 5 and obj[0] == FORMAT_VERSION and obj[1] == "w"):
-        raise InvalidMessage("not a liftline write batch (expected [1, 'w', producer, seq, writes])")
+        raise InvalidMessage(
+            "not a liftline write batch (expected [1, 'w', producer, seq, writes])"
+        )
     _, _, producer_id, first_seq, writes = obj
     if not isinstance(producer_id, str) or not producer_id or len(producer_id) > 64:
         raise InvalidMessage("batch producer id must be a non-empty string")

@@ -8,9 +8,85 @@ whole partitions and never re-hashes a key.
 
 from __future__ import annotations
 
+import hashlib
 import zlib
+from collections.abc import Iterable
 
 
 def partition_for(key: str, partitions: int) -> int:
     """The partition of ``key`` among ``partitions``; stable across processes and hosts."""
     return zlib.crc32(key.encode("utf-8", "surrogatepass")) % partitions
+
+
+def _score(partition: int, member: str) -> int:
+    """Rendezvous weight of ``member`` for ``partition``: stable, uniform, 64-bit."""
+    digest = hashlib.blake2b(f"{partition}/{member}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def assign(members: Iterable[str], partitions: int, replicas: int) -> dict[int, list[str]]:
+    """Owners of every partition: ``[primary, standby, …]`` on distinct members.
+
+    Deterministic in (set of members, partitions, replicas): every worker that
+    sees the same live members computes the same table. Balanced: no member
+    gets more than ceil(P/N) primaries nor more than ceil(P·R'/N) replicas,
+    where R' = min(R, N). Rendezvous hashing keeps moves few when a member joins
+    or leaves: a partition stays where it is unless a capacity bound or the
+    arrival of a higher-scored member moves it. With fewer members than R, each
+    partition gets every member (short replication).
+    """
+    names = sorted(set(members))
+    if not names:
+        return {p: [] for p in range(partitions)}
+    n = len(names)
+    width = min(replicas, n)
+    primary_cap = -(-partitions // n)
+    replica_cap = -(-partitions * width // n)
+    ranked = {p: sorted(names, key=lambda m, p=p: _score(p, m), reverse=True)
+              for p in range(partitions)}
+    table: dict[int, list[str]] = {p: [] for p in range(partitions)}
+    primaries = dict.fromkeys(names, 0)
+    load = dict.fromkeys(names, 0)
+    for rank in range(width):
+        # Partitions whose favourite members score highest choose first, so a
+        # capacity bound displaces the weakest claims, not an arbitrary one.
+        order = sorted(range(partitions),
+                       key=lambda p: _score(p, ranked[p][rank]), reverse=True)
+        for p in order:
+            for member in ranked[p]:
+                if member in table[p] or load[member] >= replica_cap:
+                    continue
+                if rank == 0 and primaries[member] >= primary_cap:
+                    continue
+                table[p].append(member)
+                load[member] += 1
+                if rank == 0:
+                    primaries[member] += 1
+                break
+            else:
+                _swap_in(p, table, ranked[p], load, replica_cap)
+    return table
+
+
+def _swap_in(p: int, table: dict[int, list[str]], ranked: list[str],
+             load: dict[str, int], cap: int) -> None:
+    """Give ``p`` one more standby when every eligible member is full.
+
+    Some member ``spare`` has room but already holds ``p``; some full member
+    ``full`` does not hold ``p``. Find a partition ``q`` where ``full`` is a
+    standby and ``spare`` is absent, move that standby slot to ``spare``, and
+    give ``full`` to ``p``: loads stay within the cap, primaries do not change.
+    """
+    spares = [m for m in ranked if load[m] < cap]
+    for full in ranked:
+        if full in table[p]:
+            continue
+        for q, owners in table.items():
+            if q == p or full not in owners[1:]:
+                continue
+            for spare in spares:
+                if spare not in owners:
+                    owners[owners.index(full)] = spare
+                    load[spare] += 1
+                    table[p].append(full)
+                    return

@@ -22,10 +22,10 @@ class RetryPolicy:
     def delays(self) -> Iterator[float]:
         """The delays to sleep before each retry (``attempts - 1`` of them)."""
         for n in range(self.attempts - 1):
-            ceiling = min(self.cap_s, self.base_s * (2**n))
+            ceiling = min(self.cap_s, self.base_s * (2 ** min(n, 60)))
             yield random.uniform(ceiling / 2, ceiling) if self.jitter else ceiling
 
     def delay(self, attempt: int) -> float:
         """The delay before retry number ``attempt`` (0-based)."""
-        ceiling = min(self.cap_s, self.base_s * (2**attempt))
+        ceiling = min(self.cap_s, self.base_s * (2 ** min(attempt, 60)))
         return random.uniform(ceiling / 2, ceiling) if self.jitter else ceiling

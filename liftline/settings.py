@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from liftline.codec import MAX_BATCH_BYTES
 from liftline.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class Settings:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first setting that is out of range."""
-        if not _NAME_RE.match(self.cluster):
+        if not isinstance(self.cluster, str) or not _NAME_RE.fullmatch(self.cluster):
             raise ConfigError(
                 f"cluster {self.cluster!r}: use 1-40 letters, digits, '-' or '_'"
             )
@@ -84,8 +85,8 @@ class Settings:
                      "flush_max_writes", "prefetch", "append_cap", "reconnect_attempts"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
-        if self.batch_max_bytes > 16 * 1024 * 1024:
-            raise ConfigError("batch_max_bytes: at most 16 MiB")
+        if self.batch_max_bytes > MAX_BATCH_BYTES:
+            raise ConfigError(f"batch_max_bytes: at most {MAX_BATCH_BYTES} (what workers accept)")
         if self.linger_ms < 0:
             raise ConfigError("linger_ms: must be >= 0")
         if self.member_ttl_s <= self.heartbeat_s:
@@ -119,8 +120,12 @@ class Settings:
             if name not in known:
                 raise ConfigError(f"unknown setting {name!r}")
             if value is not None:
-                values[name] = value
-        return cls(**values)
+                values[name] = _coerce(name, value, known[name].type) if isinstance(value, str) \
+                    else value
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ConfigError(f"invalid settings: {exc}") from exc
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

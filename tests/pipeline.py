@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 import random
-import threading
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -191,7 +191,8 @@ def mixed_load(producer: Producer, thread_no: int, count: int, model: Model,
         roll = rng.random()
         own = f"t{thread_no}:k{rng.randrange(2000)}"
         if roll < 0.45:
-            op, key, value, arg = "incr", f"shared:{rng.randrange(500)}", rng.choice([1, 2, 5]), None
+            key = f"shared:{rng.randrange(500)}"
+            op, value, arg = "incr", rng.choice([1, 2, 5]), None
         elif roll < 0.60:
             op, key, value, arg = "set", own, {"n": i, "t": thread_no}, None
         elif roll < 0.70:

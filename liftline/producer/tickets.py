@@ -22,12 +22,14 @@ class Ticket(NamedTuple):
     @classmethod
     def parse(cls, text: str) -> Ticket:
         """The ticket written as ``partition.producer_id.seq``; InvalidWrite otherwise."""
-        parts = text.strip().split(".")
+        # The producer id may hold dots: the partition is before the first, seq after the last.
+        head, _, rest = text.strip().partition(".")
+        producer_id, _, tail = rest.rpartition(".")
         try:
-            partition, producer_id, seq = int(parts[0]), parts[1], int(parts[2])
-        except (IndexError, ValueError) as exc:
+            partition, seq = int(head), int(tail)
+        except ValueError as exc:
             raise InvalidWrite(f"not a ticket: {text!r} (expected partition.producer.seq)") from exc
-        if len(parts) != 3 or partition < 0 or seq < 1 or not producer_id:
+        if partition < 0 or seq < 1 or not producer_id:
             raise InvalidWrite(f"not a ticket: {text!r} (expected partition.producer.seq)")
         return cls(partition, producer_id, seq)
 

@@ -53,7 +53,12 @@ def redis_available() -> bool:
 
 
 def pid_alive(pid: int) -> bool:
-    """True if ``pid`` names a live process; a zombie counts as gone."""
+    """True if ``pid`` names a process that still runs or still holds its resources.
+
+    A zombie counts as gone once all its threads have exited: the leader of a
+    multi-threaded process (beam.smp) turns zombie before its other threads
+    finish dying, and until they do its sockets stay open.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -61,12 +66,14 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
     except FileNotFoundError:
         return False
     except OSError:
         return True
-    return stat.rpartition(")")[2].split()[0] != "Z"
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    zombie = fields.get("State", "").strip().startswith("Z")
+    return not (zombie and fields.get("Threads", "1").strip() == "1")
 
 
 def log_tail(path: Path, lines: int = 25) -> str:
@@ -92,20 +99,32 @@ def _spawn(argv: list[str], env: dict[str, str] | None, log_file: Path) -> subpr
         )
 
 
+def _ours(pid: int, proc: subprocess.Popen[bytes]) -> bool:
+    """True if ``pid`` is alive and still in the process group ``proc`` leads.
+
+    Guards against signalling a stranger that reused the PID of a dead member.
+    """
+    try:
+        return pid_alive(pid) and os.getpgid(pid) == proc.pid
+    except ProcessLookupError:
+        return False
+
+
 def _signal(proc: subprocess.Popen[bytes], members: Iterable[int], sig: signal.Signals) -> None:
-    """Signal the group ``proc`` leads, and any listed member that outlived the leader."""
+    """Signal the group ``proc`` leads, or its listed members if the leader is gone."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
+        return
     for pid in members:
-        if pid_alive(pid):
+        if _ours(pid, proc):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
 
 
 def _wait_gone(proc: subprocess.Popen[bytes], members: list[int], timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
-    while proc.poll() is None or any(pid_alive(pid) for pid in members):
+    while proc.poll() is None or any(_ours(pid, proc) for pid in members):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
@@ -329,19 +348,23 @@ class LocalRabbitMQ:
         if epmd is None:
             log.warning("epmd not found; the epmd on port %d keeps running", self.epmd_port)
             return
-        subprocess.run(
-            [epmd, "-port", str(self.epmd_port), "-kill"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=10,
-            check=False,
-        )
-        deadline = time.monotonic() + 5.0
+        # epmd refuses to die while a node is registered ("Killing not allowed - living
+        # nodes in database"); right after a SIGKILL the dead node's entry can linger.
+        deadline = time.monotonic() + 10.0
+        reply = ""
         while port_answers(HOST, self.epmd_port, timeout_s=0.2):
             if time.monotonic() >= deadline:
-                log.warning("epmd on port %d did not stop", self.epmd_port)
+                log.warning("epmd on port %d did not stop: %s", self.epmd_port, reply)
                 return
-            time.sleep(0.05)
+            result = subprocess.run(
+                [epmd, "-port", str(self.epmd_port), "-kill"],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=10,
+                check=False,
+            )
+            reply = result.stdout.decode(errors="replace").strip()
+            time.sleep(0.05 if result.returncode == 0 else 0.2)
 
     def ctl(self, *args: str, timeout_s: float = 60) -> str:
         """Run ``rabbitmqctl args…`` against this node and return its stdout.

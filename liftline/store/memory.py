@@ -17,6 +17,7 @@ from liftline.errors import InvalidWrite
 
 Reducer = Callable[[Any, Any], Any]
 _NUMBER = (int, float)
+_PLAIN = frozenset({str, int, float, bool, bytes, type(None)})
 
 
 @dataclass
@@ -60,7 +61,8 @@ class PartitionStore:
         self.data: dict[str, list[Any]] = {}
         self.watermarks: dict[str, int] = {}
         self.applied_offset = -1
-        self.dirty: set[str] = set()
+        # key → stream offset of its latest change not yet known to be flushed.
+        self.dirty: dict[str, int] = {}
         self.dead: list[DeadLetter] = []
         self.pending_writes = 0
         self.applied_writes = 0
@@ -127,7 +129,9 @@ class PartitionStore:
                 entry = data.get(key)
                 if op == "incr":
                     if type(value) not in _NUMBER:
-                        raise InvalidWrite(f"incr needs an int or float, got {type(value).__name__}")
+                        raise InvalidWrite(
+                            f"incr needs an int or float, got {type(value).__name__}"
+                        )
                     if entry is None:
                         data[key] = [value, 1]
                     else:
@@ -156,7 +160,7 @@ class PartitionStore:
             except InvalidWrite as exc:
                 self._reject(offset, index, producer_id, first_seq + index, write, str(exc))
                 continue
-            dirty.add(key)
+            dirty[key] = offset
             applied += 1
         self.watermarks[producer_id] = last_seq
         self.applied_writes += applied
@@ -175,8 +179,13 @@ class PartitionStore:
 
     @staticmethod
     def _check_depth(value: Any) -> None:
-        if type(value) in (dict, list) and depth(value) > MAX_DEPTH:
-            raise InvalidWrite(f"value is nested deeper than {MAX_DEPTH} levels")
+        """Refuse values nested too deep or of a type outside the JSON-like set."""
+        kind = type(value)
+        if kind is dict or kind is list:
+            if depth(value) > MAX_DEPTH:
+                raise InvalidWrite(f"value is nested deeper than {MAX_DEPTH} levels")
+        elif kind not in _PLAIN:
+            raise InvalidWrite(f"values of type {kind.__name__} are not allowed")
 
     def _apply_other(
         self, op: Any, key: str, value: Any, write: list[Any], entry: list[Any] | None
@@ -259,16 +268,28 @@ class PartitionStore:
             watermarks=dict(self.watermarks),
             dead=self.dead,
         )
-        self.dirty = set()
+        self.dirty = {}
         self.dead = []
         self.pending_writes = 0
         return batch
 
     def restore_unflushed(self, batch: FlushBatch) -> None:
         """Put back a snapshot whose flush failed, so the next flush retries it."""
-        self.dirty.update(key for key, _ in batch.changed)
-        self.dirty.update(batch.deleted)
+        for key, _ in batch.changed:
+            self.dirty.setdefault(key, batch.offset)
+        for key in batch.deleted:
+            self.dirty.setdefault(key, batch.offset)
         self.dead[:0] = batch.dead
+
+    def prune(self, flushed_offset: int) -> None:
+        """Forget changes at or below ``flushed_offset``: another replica flushed them.
+
+        A standby calls this with its primary's flushed offset, so that its
+        dirty set holds only what a promotion would still have to flush.
+        """
+        self.dirty = {k: o for k, o in self.dirty.items() if o > flushed_offset}
+        self.dead = [d for d in self.dead if d.offset > flushed_offset]
+        self.pending_writes = 0
 
 
 class _NoChange(InvalidWrite):

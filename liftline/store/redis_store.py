@@ -27,7 +27,8 @@ local epoch = tonumber(ARGV[1])
 if current > epoch then
   return {0, current}
 end
-local nset, ndel, nwm, ndead = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local nset, ndel = tonumber(ARGV[3]), tonumber(ARGV[4])
+local nwm, ndead = tonumber(ARGV[5]), tonumber(ARGV[6])
 local i = 8
 local last = i + 2 * nset - 1
 while i <= last do
@@ -54,11 +55,14 @@ redis.call('HSET', KEYS[2], 'offset', ARGV[2], 'flushed_at', ARGV[7], 'epoch', e
 return {1, epoch}
 """
 
+# Bumps the epoch (fencing every earlier owner) and returns it with the
+# flushed offset, which no older owner can move any more.
 _CLAIM_LUA = """
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 redis.call('HSET', KEYS[1], 'owner', ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
-return epoch
+local offset = redis.call('HGET', KEYS[1], 'offset') or '-1'
+return {epoch, offset}
 """
 
 
@@ -110,14 +114,30 @@ class RedisStore:
         return None if raw is None else int(raw)
 
     # -- ownership -----------------------------------------------------------
-    def claim(self, partition: int, owner: str) -> int:
-        """Take ``partition`` for ``owner``: bump its epoch and return the new one."""
+    def claim(self, partition: int, owner: str) -> tuple[int, int]:
+        """Take ``partition`` for ``owner``: (new epoch, flushed offset).
+
+        After this, flushes under any older epoch are refused, so the returned
+        offset is the last one an earlier owner wrote.
+        """
         try:
-            return int(self._claim(
+            epoch, offset = self._claim(
                 keys=[self.keys.state(partition), self.keys.owners], args=[owner, partition]
-            ))
+            )
         except redis.RedisError as exc:
             raise _wrap(exc) from exc
+        return int(epoch), int(offset)
+
+    def flushed_offsets(self, partitions: list[int]) -> dict[int, int]:
+        """The flushed offset of each partition (-1 if never flushed)."""
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for p in partitions:
+                pipe.hget(self.keys.state(p), "offset")
+            values = pipe.execute()
+        except redis.RedisError as exc:
+            raise _wrap(exc) from exc
+        return {p: -1 if v is None else int(v) for p, v in zip(partitions, values, strict=True)}
 
     def state(self, partition: int) -> dict[str, str]:
         try:
@@ -130,14 +150,18 @@ class RedisStore:
     def load(self, partition: int) -> tuple[dict[str, list[Any]], int, dict[str, int]]:
         """(data, flushed offset, watermarks) of a partition; offset -1 if never flushed."""
         unpackb = msgpack.unpackb
-        data: dict[str, list[Any]] = {}
         try:
-            for key, raw in self.client.hscan_iter(self.keys.data(partition), count=5000):
-                data[key.decode()] = unpackb(raw, raw=False, strict_map_key=True)
-            offset = self.client.hget(self.keys.state(partition), "offset")
-            wms = self.client.hgetall(self.keys.watermarks(partition))
+            # One transaction: a snapshot consistent with its offset even while
+            # the owner flushes.
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hgetall(self.keys.data(partition))
+            pipe.hget(self.keys.state(partition), "offset")
+            pipe.hgetall(self.keys.watermarks(partition))
+            raw_data, offset, wms = pipe.execute()
         except redis.RedisError as exc:
             raise _wrap(exc) from exc
+        data = {k.decode(): unpackb(v, raw=False, strict_map_key=True)
+                for k, v in raw_data.items()}
         watermarks = {k.decode(): int(v) for k, v in wms.items()}
         return data, (-1 if offset is None else int(offset)), watermarks
 

@@ -1,7 +1,7 @@
 """Worker membership in Redis: register, heartbeat with a TTL, deregister.
 
-A member whose heartbeat key expired is out. For now one worker takes every
-partition; the balanced assignment of many workers builds on this record.
+A member whose heartbeat key expired is out. Every worker computes the same
+assignment from the live member ids (``partitioning.assign``).
 """
 
 from __future__ import annotations
@@ -65,9 +65,17 @@ class Membership:
         except redis.RedisError as exc:
             log.warning("deregister failed: %s", exc)
 
-    def wanted_partitions(self) -> list[int]:
-        """The partitions this worker should hold: all of them, for a single worker."""
-        return list(range(self.settings.partitions))
+    def live_ids(self) -> list[str]:
+        """Ids of the members whose heartbeat key has not expired (this one included)."""
+        ids = sorted(m.decode() for m in self.client.smembers(self.keys.members))
+        pipe = self.client.pipeline(transaction=False)
+        for member_id in ids:
+            pipe.exists(self.keys.member(member_id))
+        alive = pipe.execute()
+        gone = [m for m, ok in zip(ids, alive, strict=True) if not ok]
+        if gone:
+            self.client.srem(self.keys.members, *gone)
+        return [m for m, ok in zip(ids, alive, strict=True) if ok]
 
 
 def live_members(client: redis.Redis, keys: Keys) -> dict[str, dict[str, Any]]:

@@ -1,20 +1,22 @@
 """The partition worker: consumes partition streams, applies, flushes, answers reads.
 
-One thread owns one pika connection and the in-memory stores. Order of a
-graceful stop (SIGTERM): stop consuming, flush every partition, deregister,
-close, exit 0. A SIGKILL loses nothing either: Redis holds a state that equals
-the stream folded up to the flushed offset, and a restart replays from there.
+One thread owns one pika connection and the in-memory stores. Each heartbeat
+the worker computes the assignment from the live members and takes, promotes,
+demotes or releases partitions (see ``ownership``). Order of a graceful stop
+(SIGTERM): stop consuming, flush the partitions it leads, deregister, close,
+exit 0. A SIGKILL loses nothing either: Redis holds a state equal to the stream
+folded up to the flushed offset, and the next owner replays from there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
 import signal
 import socket
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import pika
@@ -22,38 +24,20 @@ import pika.exceptions
 
 from liftline import codec
 from liftline.app import App
-from liftline.errors import (
-    BrokerUnavailable,
-    Fenced,
-    InvalidMessage,
-    LiftlineError,
-    StoreError,
-    StoreUnavailable,
-)
+from liftline.errors import BrokerUnavailable, InvalidMessage, StoreUnavailable
 from liftline.queue import topology
 from liftline.queue.connection import connect_blocking
 from liftline.settings import Settings
-from liftline.store.memory import PartitionStore
 from liftline.store.redis_store import RedisStore, connect
 from liftline.workers.membership import Membership
+from liftline.workers.ownership import Owned, Ownership
 from liftline.workers.rpc import ReadServer
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Owned:
-    """A partition this worker holds: its store, epoch and consumer."""
-
-    store: PartitionStore
-    epoch: int
-    flushed_offset: int
-    consumer_tag: str = ""
-    flushed_at: float = field(default_factory=time.monotonic)
-
-
 class Worker:
-    """Owns partitions: applies their streams and persists them to Redis."""
+    """Holds partitions as primary or standby: applies their streams, persists the primaries."""
 
     def __init__(self, settings: Settings, app: App | None = None,
                  member_id: str | None = None) -> None:
@@ -71,6 +55,7 @@ class Worker:
         self._redis = connect(settings.redis_url)
         self.store = RedisStore(self._redis, settings.cluster)
         self.membership = Membership(self._redis, settings, self.member_id)
+        self.ownership = Ownership(self)
         self.reads = ReadServer(self)
 
     # -- lifecycle ---------------------------------------------------------
@@ -96,7 +81,11 @@ class Worker:
                         break
                     log.warning("lost RabbitMQ (%r); reconnecting", exc)
                     self._drop_connection()
-            self._flush_all(force=True)
+                except StoreUnavailable as exc:
+                    log.warning("Redis unavailable (%s); retrying", exc)
+                    self._drop_connection()
+                    time.sleep(self.settings.reconnect_backoff_s)
+            self.ownership.flush_all(final=True)
         finally:
             self._drop_connection()
             self.membership.deregister()
@@ -113,80 +102,62 @@ class Worker:
         self._tag_partition.clear()
         self._last_tag = self._acked_tag = 0
         self.reads.attach(conn.channel(), self.names.rpc_queue(self.member_id))
-        wanted = self.membership.wanted_partitions()
-        for partition in list(self.owned):
-            if partition not in wanted:
-                self._release(partition)
-        for partition in wanted:
-            if partition in self.owned:
-                self._consume(partition)
-            else:
-                self._take(partition)
-        next_flush = time.monotonic() + self.settings.flush_interval_ms / 1000.0
+        for partition in self.owned:
+            self.consume(partition)
+        self.membership.beat(self.report())
+        self.ownership.rebalance()
+        flush_every = self.settings.flush_interval_ms / 1000.0
+        next_flush = time.monotonic() + flush_every
         while not self._stopping:
             conn.process_data_events(time_limit=0.01)
             self._ack()
             now = time.monotonic()
             if now >= next_flush or self._pending() >= self.settings.flush_max_writes:
-                self._flush_all()
-                next_flush = now + self.settings.flush_interval_ms / 1000.0
+                self.ownership.flush_all()
+                next_flush = now + flush_every
             if self.membership.due(now):
-                self.membership.beat(self._report())
+                self.membership.beat(self.report())
+                self.ownership.rebalance()
             self.reads.serve_parked(now)
         self._cancel_consumers()
 
     def _drop_connection(self) -> None:
         conn, self._connection, self._channel = self._connection, None, None
         self.reads.detach()
+        for owned in self.owned.values():
+            owned.consumer_tag = ""
         if conn is not None and conn.is_open:
-            try:
+            with contextlib.suppress(pika.exceptions.AMQPError, OSError):
                 conn.close()
-            except (pika.exceptions.AMQPError, OSError):
-                pass
 
-    # -- partitions ----------------------------------------------------------
-    def _take(self, partition: int) -> None:
-        """Become the owner: bump the epoch, load the snapshot, replay the tail."""
-        epoch = self.store.claim(partition, self.member_id)
-        started = time.monotonic()
-        data, offset, watermarks = self.store.load(partition)
-        store = PartitionStore(partition, reducers=self.app.reducers,
-                               append_cap=self.settings.append_cap)
-        store.load(data, offset, watermarks)
-        self.owned[partition] = Owned(store, epoch, offset)
-        log.info("took partition %d at epoch %d: %d keys, offset %d, loaded in %.3fs",
-                 partition, epoch, len(data), offset, time.monotonic() - started)
-        self._consume(partition)
-
-    def _consume(self, partition: int) -> None:
+    # -- consuming -----------------------------------------------------------
+    def consume(self, partition: int) -> None:
+        """Read the partition's stream from just after the applied offset."""
         owned = self.owned[partition]
-        start = owned.store.applied_offset + 1
+        if self._channel is None:
+            return
         tag = self._channel.basic_consume(
             self.names.stream(partition), self._on_batch,
-            arguments={"x-stream-offset": start},
+            arguments={"x-stream-offset": owned.store.applied_offset + 1},
         )
         owned.consumer_tag = tag
         self._tag_partition[tag] = partition
 
-    def _release(self, partition: int) -> None:
-        owned = self.owned.pop(partition, None)
-        if owned is None:
+    def stop_consuming(self, partition: int) -> None:
+        owned = self.owned.get(partition)
+        if owned is None or not owned.consumer_tag:
             return
         self._tag_partition.pop(owned.consumer_tag, None)
-        if self._channel is not None and owned.consumer_tag:
-            try:
+        if self._channel is not None:
+            with contextlib.suppress(pika.exceptions.AMQPError, OSError):
                 self._channel.basic_cancel(owned.consumer_tag)
-            except (pika.exceptions.AMQPError, OSError):
-                pass
-        log.warning("released partition %d", partition)
+        owned.consumer_tag = ""
 
     def _cancel_consumers(self) -> None:
-        for owned in self.owned.values():
-            if owned.consumer_tag and self._channel is not None:
-                self._channel.basic_cancel(owned.consumer_tag)
+        for partition in list(self.owned):
+            self.stop_consuming(partition)
         self._ack()
 
-    # -- applying --------------------------------------------------------------
     def _on_batch(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
         self._last_tag = method.delivery_tag
         partition = self._tag_partition.get(method.consumer_tag)
@@ -214,35 +185,11 @@ class Worker:
     def _pending(self) -> int:
         return sum(o.store.pending_writes for o in self.owned.values())
 
-    # -- persistence -------------------------------------------------------
-    def _flush_all(self, force: bool = False) -> None:
-        for partition in list(self.owned):
-            owned = self.owned[partition]
-            store = owned.store
-            if store.applied_offset == owned.flushed_offset and not store.dead and not force:
-                continue
-            if store.applied_offset == owned.flushed_offset and not store.dirty and not store.dead:
-                continue
-            batch = store.take_flush()
-            try:
-                self.store.flush(batch, owned.epoch)
-            except Fenced as exc:
-                log.error("%s; dropping the partition", exc)
-                self._release(partition)
-                continue
-            except StoreUnavailable as exc:
-                store.restore_unflushed(batch)
-                log.warning("flush of partition %d postponed: %s", partition, exc)
-                return
-            except StoreError:
-                store.restore_unflushed(batch)
-                raise
-            owned.flushed_offset = batch.offset
-            owned.flushed_at = time.monotonic()
-
-    def _report(self) -> dict[str, Any]:
+    def report(self) -> dict[int, Any]:
+        """Per held partition: role, applied/flushed offsets, keys, epoch (for status)."""
         return {
             p: {
+                "role": o.role,
                 "applied": o.store.applied_offset,
                 "flushed": o.flushed_offset,
                 "keys": len(o.store.data),
@@ -256,7 +203,4 @@ def run_worker(settings: Settings, app: App | None = None) -> int:
     """Run one worker in this process until SIGTERM; returns the exit code."""
     worker = Worker(settings, app)
     worker.install_signal_handlers()
-    try:
-        return worker.run()
-    except LiftlineError:
-        raise
+    return worker.run()

@@ -57,7 +57,8 @@ class Up:
         wait_until(seen, timeout_s, interval_s=0.1, message=f"{text!r} from liftline up")
 
 
-def cli(args: list[str], urls: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+def cli(args: list[str], urls: list[str], cwd: Path,
+        check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run([sys.executable, "-m", "liftline", *args, *urls], cwd=cwd,
                             env=_env(), capture_output=True, text=True, timeout=60)
     if check:

@@ -22,7 +22,7 @@ from liftline.codec import (
     unpack_batch,
     write_fields,
 )
-from liftline.errors import InvalidMessage, InvalidWrite
+from liftline.errors import ConfigError, InvalidMessage, InvalidWrite
 from liftline.settings import Settings
 
 
@@ -39,6 +39,11 @@ def nested_dicts(levels: int) -> Any:
     for _ in range(levels):
         value = {"k": value}
     return value
+
+
+def batch_body(obj: Any) -> bytes:
+    """Any object encoded as msgpack, to stand in for a message body."""
+    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 # -- pack / unpack ---------------------------------------------------------
@@ -120,12 +125,28 @@ def test_unpack_rejects_extension_types(code: int) -> None:
         unpack(data)
 
 
-def test_unpack_rejects_the_timestamp_extension_type() -> None:
+TIMESTAMP = msgpack.Timestamp(1_700_000_000, 0)
+
+
+@pytest.mark.parametrize(
+    "value", [TIMESTAMP, [1, TIMESTAMP], {"at": TIMESTAMP}], ids=["bare", "in-list", "in-map"]
+)
+def test_a_batch_carrying_the_timestamp_extension_yields_no_valid_write(value: Any) -> None:
     # Type -1 is the one extension msgpack decodes itself (to msgpack.Timestamp)
-    # without calling ext_hook; it is an extension type all the same.
-    data = msgpack.packb(["set", "k", msgpack.Timestamp(1_700_000_000, 0)])
-    with pytest.raises(InvalidMessage):
-        unpack(data)
+    # without calling ext_hook; it must still never pass as a write's value,
+    # whether the envelope or the write check refuses it.
+    body = batch_body([1, "w", "p", 1, [["set", "k", value]]])
+    try:
+        _, _, writes = unpack_batch(body)
+    except InvalidMessage:
+        return
+    with pytest.raises(InvalidWrite):
+        write_fields(writes[0])
+
+
+def test_pack_write_refuses_a_timestamp_value() -> None:
+    with pytest.raises(InvalidWrite):
+        pack_write("set", "k", {"at": TIMESTAMP})
 
 
 def test_unpack_rejects_oversize_input_before_decoding() -> None:
@@ -384,10 +405,6 @@ def test_batch_round_trip_of_large_sequence_numbers(first_seq: int) -> None:
     assert seq == first_seq
 
 
-def batch_body(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
-
-
 @pytest.mark.parametrize(
     "obj",
     [
@@ -440,11 +457,12 @@ def test_unpack_batch_refuses_oversize_bodies() -> None:
 
 
 def test_batches_the_largest_allowed_batch_max_bytes_lets_through_can_be_decoded() -> None:
-    # A producer seals a batch once it would exceed batch_max_bytes - 256, and
-    # Settings lets batch_max_bytes go up to 16 MiB; the workers must be able to
-    # decode every batch a valid configuration can produce, or confirmed writes
-    # end up dead letters.
-    largest = Settings(batch_max_bytes=16 * 1024 * 1024).batch_max_bytes
+    # A producer seals a batch once it would exceed batch_max_bytes - 256; the
+    # workers must be able to decode every batch a valid configuration can
+    # produce, or confirmed writes end up dead letters.
+    with pytest.raises(ConfigError):
+        Settings(batch_max_bytes=MAX_BATCH_BYTES + 1)
+    largest = Settings(batch_max_bytes=MAX_BATCH_BYTES).batch_max_bytes
     write = pack_write("set", "k", b"v" * 60_000)
     count = (largest - 256) // len(write)
     body = pack_batch("p", 1, [write] * count)
@@ -490,7 +508,7 @@ WRITES = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     producer_id=st.text(min_size=1, max_size=64),
     first_seq=st.integers(min_value=1, max_value=2**63 - 1),
