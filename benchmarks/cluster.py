@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -166,12 +167,14 @@ class WorkerProcess:
 class Tracker:
     """Futures of one producer that are not settled yet, and what was confirmed.
 
-    :meth:`add` runs on the submitting thread; :meth:`poll` on any one other
-    thread (or the same one). A deque's append and popleft are thread-safe.
+    One queue per partition: a partition's batches are published, and confirmed, in
+    order, so the settled futures are always at the head of their queue. :meth:`add`
+    runs on the submitting thread; :meth:`poll` on any other (or the same) thread;
+    a deque's append and popleft are thread-safe.
     """
 
     def __init__(self, partitions: int = PARTITIONS) -> None:
-        self.pending: deque[WriteFuture] = deque()
+        self.pending: list[deque[WriteFuture]] = [deque() for _ in range(partitions)]
         self.submitted = 0
         self.confirmed = 0
         self.failed = 0
@@ -181,39 +184,41 @@ class Tracker:
         self._lock = threading.Lock()
 
     def add(self, future: WriteFuture) -> None:
-        self.pending.append(future)
         ticket = future.ticket
+        self.pending[ticket.partition].append(future)
         self.submitted_seq[ticket.partition] = ticket.seq
         self.submitted += 1
 
     def poll(self) -> int:
-        """Settle the done futures at the head; returns how many are still pending."""
+        """Settle the done futures at the heads; returns how many are still pending."""
+        left = 0
         with self._lock:
-            pending = self.pending
-            confirmed_seq = self.confirmed_seq
-            while pending:
-                future = pending[0]
-                if not future.done():
-                    break
-                pending.popleft()
-                error = future.exception(0)
-                if error is None:
-                    self.confirmed += 1
-                    ticket = future.ticket
-                    if ticket.seq > confirmed_seq[ticket.partition]:
-                        confirmed_seq[ticket.partition] = ticket.seq
-                else:
-                    self.failed += 1
-                    if not self.first_error:
-                        self.first_error = f"{type(error).__name__}: {error}"
-            return len(pending)
+            for partition, pending in enumerate(self.pending):
+                last = 0
+                while pending:
+                    future = pending[0]
+                    if not future.done():
+                        break
+                    pending.popleft()
+                    error = future.exception(0)
+                    if error is None:
+                        self.confirmed += 1
+                        last = future.ticket.seq
+                    else:
+                        self.failed += 1
+                        if not self.first_error:
+                            self.first_error = f"{type(error).__name__}: {error}"
+                if last > self.confirmed_seq[partition]:
+                    self.confirmed_seq[partition] = last
+                left += len(pending)
+        return left
 
     def wait_all(self, deadline: Deadline) -> bool:
         """Wait until every added future is settled; False if the deadline came first."""
         while self.poll():
             if deadline.passed():
                 return False
-            head = self.pending[0] if self.pending else None
+            head = next((q[0] for q in self.pending if q), None)
             if head is not None:
                 head.exception(min(0.5, deadline.left()))
         return True
@@ -240,3 +245,35 @@ def dead_letters(client: redis.Redis, settings: Settings) -> int:
     for p in range(settings.partitions):
         pipe.xlen(keys.dead(p))
     return sum(int(n) for n in pipe.execute())
+
+
+def slowlog_reset(client: redis.Redis) -> None:
+    try:
+        client.slowlog_reset()
+    except redis.RedisError:
+        pass
+
+
+def slowlog_summary(client: redis.Redis, top: int = 5) -> dict[str, Any]:
+    """Commands that ran longer than Redis' slowlog threshold (10 ms by default) since the
+    last reset: how many, the longest, and the longest few (command, args, duration)."""
+    try:
+        threshold_us = int(client.config_get("slowlog-log-slower-than").get(
+            "slowlog-log-slower-than", 10_000))
+        entries = client.slowlog_get(128)
+    except redis.RedisError as exc:
+        return {"error": repr(exc)}
+    rows = []
+    for entry in entries:
+        command = entry.get("command", b"")
+        if isinstance(command, bytes):
+            command = command.decode(errors="replace")
+        words = str(command).split()
+        more = re.search(r"\((\d+) more arguments\)", str(command))
+        # Redis keeps at most 32 arguments of an entry and counts the rest.
+        args = len(words) - 3 + int(more.group(1)) if more else len(words)
+        rows.append({"ms": round(int(entry.get("duration", 0)) / 1000, 1),
+                     "command": words[0] if words else "?", "args": args})
+    rows.sort(key=lambda r: r["ms"], reverse=True)
+    return {"threshold_ms": threshold_us / 1000, "count": len(rows),
+            "total_ms": round(sum(r["ms"] for r in rows), 1), "longest": rows[:top]}

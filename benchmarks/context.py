@@ -72,5 +72,5 @@ class Context:
     @contextlib.contextmanager
     def profiled(self, pid: int, name: str) -> Iterator[None]:
         """py-spy samples of ``pid`` while the block runs, when ``--profile`` was given."""
-        with profiled(self.profile, pid, name, self.output_dir):
+        with profiled(self.profile, pid, name, self.output_dir / "profiles"):
             yield

@@ -1,7 +1,8 @@
 """Optional py-spy sampling of a measured phase (``--profile``), summarized as text.
 
 py-spy is not a dependency: ``pip install py-spy`` into the venv to use it. The
-samples are taken with ``--nonblocking`` (the target is never paused), and the
+samples are taken with ``--nonblocking`` (the target is never paused) and
+``--idle`` (wall-clock: time spent waiting shows up as well), and the
 summary lists where the process spent its time: by the innermost liftline (or
 pika, redis, msgpack) frame, and by function including callees.
 """
@@ -45,7 +46,7 @@ def profiled(enabled: bool, pid: int, name: str, out_dir: Path,
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 [binary, "record", "--pid", str(pid), "--rate", str(rate_hz), "--format", "raw",
-                 "--output", str(raw), "--nonblocking", "--threads"],
+                 "--output", str(raw), "--nonblocking", "--threads", "--idle"],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True)
         time.sleep(0.3)  # let it attach
@@ -87,6 +88,7 @@ def summarize(raw: str, name: str, pid: int, rate_hz: int) -> str:
     self_count: collections.Counter[str] = collections.Counter()
     incl_count: collections.Counter[str] = collections.Counter()
     line_count: collections.Counter[str] = collections.Counter()
+    thread_lines: dict[str, collections.Counter[str]] = {}
     total = 0
     for line in raw.splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -101,21 +103,26 @@ def summarize(raw: str, name: str, pid: int, rate_hz: int) -> str:
         total += count
         by_thread[thread] += count
         self_count[_short(body[-1])] += count
+        thread_lines.setdefault(thread, collections.Counter())[_short(body[-1], line=True)] += count
         line_count[_short(body[-1], line=True)] += count
         for frame in {_short(f) for f in body}:
             incl_count[frame] += count
-    lines = [f"py-spy profile: {name}, pid {pid}, {total} samples at {rate_hz} Hz "
-             "(only samples of threads that were running Python code or idle in a call)", ""]
+    lines = [f"py-spy profile: {name}, pid {pid}, {total} samples at {rate_hz} Hz, idle "
+             "samples included (wall-clock time: waiting in poll/recv/lock shows up too)", ""]
     lines.append("Samples per thread:")
     for thread, n in by_thread.most_common():
         lines.append(f"  {100 * n / max(total, 1):5.1f}%  {thread}")
-    lines += ["", f"Top {TOP} by self time (innermost frame):"]
+    for thread, n in by_thread.most_common():
+        lines += ["", f"{thread}: top lines by self time (share of this thread's samples)"]
+        for frame, m in thread_lines[thread].most_common(8):
+            lines.append(f"  {100 * m / max(n, 1):5.1f}%  {frame}")
+    lines += ["", f"Top {TOP} by self time (innermost frame), all threads:"]
     for frame, n in self_count.most_common(TOP):
         lines.append(f"  {100 * n / max(total, 1):5.1f}%  {frame}")
-    lines += ["", f"Top {TOP} lines by self time:"]
+    lines += ["", f"Top {TOP} lines by self time, all threads:"]
     for frame, n in line_count.most_common(TOP):
         lines.append(f"  {100 * n / max(total, 1):5.1f}%  {frame}")
-    lines += ["", f"Top {TOP} by inclusive time:"]
+    lines += ["", f"Top {TOP} by inclusive time, all threads:"]
     for frame, n in incl_count.most_common(TOP):
         lines.append(f"  {100 * n / max(total, 1):5.1f}%  {frame}")
     return "\n".join(lines) + "\n"

@@ -145,14 +145,17 @@ def markdown(results: Results) -> str:
         samples = results.details.get(name, {}).get("samples")
         if samples:
             lines += ["", f"<details><summary>{name}: per-second samples</summary>", "",
+                      "Lag is confirmed − flushed (what the worker owes); submitted − "
+                      "flushed adds what the producer still buffers or awaits confirms for.",
+                      "",
                       "| t s | produced/s | confirmed/s | flushed/s | lag (writes, all "
-                      "partitions) | max partition lag | worker RSS MiB |",
-                      "|---:|---:|---:|---:|---:|---:|---:|"]
+                      "partitions) | max partition lag | submitted − flushed | worker RSS MiB |",
+                      "|---:|---:|---:|---:|---:|---:|---:|---:|"]
             for s in samples:
                 lines.append(
                     f"| {s['t']:.1f} | {s['produced_per_s']:,} | {s['confirmed_per_s']:,} | "
                     f"{s['flushed_per_s']:,} | {s['lag']:,} | {s['lag_max_partition']:,} | "
-                    f"{s.get('worker_rss_mib', 0):.0f} |")
+                    f"{s.get('in_flight', 0):,} | {s.get('worker_rss_mib', 0):.0f} |")
             lines += ["", "</details>"]
     if results.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in results.notes]

@@ -61,10 +61,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="where latest.md and latest.json go (default benchmarks/results)")
     parser.add_argument("--profile", action="store_true",
                         help="sample the measured processes with py-spy (if installed) and "
-                             "write profile-*.txt next to the results")
+                             "write profiles/profile-*.txt next to the results")
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
-                        help="first wait up to S seconds for other processes to use less "
-                             "than 0.3 cores (the machine may be shared)")
+                        help="before each scenario, wait up to S seconds for other processes "
+                             "to use less than 0.3 cores (the machine may be shared)")
+    parser.add_argument("--log-dir", type=Path, metavar="DIR",
+                        help="keep the workers' logs in DIR (default: a temporary directory)")
     parser.add_argument("--strict", action="store_true",
                         help="exit 2 when a target is missed (default: report only)")
     args = parser.parse_args(argv)
@@ -110,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         sizes.duration_s = args.duration
     if args.rate:
         sizes.paced_rate = args.rate
+    # Both end the run the same way, cleanly; SIGINT explicitly, because a shell starts
+    # background jobs with SIGINT ignored, and Python then installs no handler of its own.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
 
     results = Results()
     results.meta = {
@@ -133,16 +138,21 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     try:
         with BenchServers() as servers, tempfile.TemporaryDirectory(
-                prefix="liftline-bench-logs-") as logs:
+                prefix="liftline-bench-logs-") as tmp_logs:
+            logs = args.log_dir or Path(tmp_logs)
+            logs.mkdir(parents=True, exist_ok=True)
             results.meta["versions"] = versions(servers)
             results.meta["servers"] = (
                 "given by LIFTLINE_BENCH_AMQP_URL / LIFTLINE_BENCH_REDIS_URL" if servers.external
                 else "started by the benchmark (liftline.servers.local.LocalServers), "
                      "on loopback, Redis with appendonly everysec")
-            ctx = Context(servers=servers, sizes=sizes, results=results, log_dir=Path(logs),
+            ctx = Context(servers=servers, sizes=sizes, results=results, log_dir=logs,
                           quick=args.quick, profile=args.profile, output_dir=args.output_dir)
             results.meta["background_cores_at_start"] = _wait_quiet(ctx, args.wait_quiet)
-            for name in args.scenarios:
+            for n, name in enumerate(args.scenarios):
+                if n and args.wait_quiet:
+                    busy = _wait_quiet(ctx, args.wait_quiet)
+                    results.meta.setdefault("background_cores_before", {})[name] = busy
                 say(f"=== scenario {name} ===")
                 t0 = time.monotonic()
                 try:
@@ -160,6 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         status = "failed"
         results.errors["run"] = "".join(traceback.format_exception(exc))
         say(f"run failed: {exc!r}")
+    busy = {phase: row.get("others", 0.0) for phase, row in results.cpu.items()}
+    if busy and max(busy.values()) >= QUIET_CORES:
+        worst = max(busy, key=lambda phase: busy[phase])
+        results.notes.append(
+            f"Other processes on this machine used up to {busy[worst]:.2f} cores while "
+            f"measuring ({worst}); with {os.cpu_count()} cores in all, the figures are lower "
+            "than on an idle machine and vary between runs.")
     if results.errors and status == "complete":
         status = f"complete, {len(results.errors)} scenario(s) failed"
     results.meta["status"] = status

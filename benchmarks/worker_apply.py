@@ -11,6 +11,8 @@ from benchmarks.cluster import (
     dead_letters,
     flushed_count,
     redis_client,
+    slowlog_reset,
+    slowlog_summary,
     watermarks,
 )
 from benchmarks.context import Context
@@ -72,6 +74,8 @@ def run_worker_apply(ctx: Context) -> None:
 
         # 2. One worker applies and flushes it.
         say("worker: starting one `liftline worker`")
+        if not ctx.servers.external:
+            slowlog_reset(client)
         worker = WorkerProcess(settings, ctx.log_dir)
         meter = CpuMeter(ctx.pids())
         registered = worker.wait_registered(client)
@@ -84,15 +88,27 @@ def run_worker_apply(ctx: Context) -> None:
         ticker = Ticker(2.0)
         covered = 0
         finished = None
+        timeline: list[tuple[float, int]] = []
+        # The worker beats every heartbeat_s; its record expires after member_ttl_s.
+        beat_gap, record_missing, next_beat_check = 0.0, 0, 0.0
         with ctx.profiled(worker.pid, "worker-apply"):
             while not deadline.passed():
                 if worker.proc.poll() is not None:
                     raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
                 marks = watermarks(client, settings, producer.producer_id)
                 covered = flushed_count(marks, wanted)
+                if not timeline or timeline[-1][1] != covered:
+                    timeline.append((round(time.monotonic() - registered, 2), covered))
                 if covered >= total:
                     finished = time.monotonic()
                     break
+                if time.monotonic() >= next_beat_check:
+                    next_beat_check = time.monotonic() + 0.25
+                    member = worker.member(client)
+                    if member is None:
+                        record_missing += 1
+                    else:
+                        beat_gap = max(beat_gap, member["heartbeat_age_s"])
                 if ticker.due():
                     mem = worker.memory()
                     say(f"  {covered:,}/{total:,} flushed "
@@ -100,6 +116,13 @@ def run_worker_apply(ctx: Context) -> None:
                         f"worker RSS {mem.get('VmRSS', 0) / 1024:.0f} MiB")
                 time.sleep(0.05)
         ctx.results.cpu["worker apply"] = meter.stop()
+        out["flush_timeline"] = timeline
+        out["longest_heartbeat_age_s"] = round(beat_gap, 2)
+        out["member_record_missing_polls"] = record_missing
+        first = next((t for t, n in timeline if n > 0), None)
+        out["first_flush_s"] = first
+        if not ctx.servers.external:
+            out["redis_slowlog"] = slowlog_summary(client)
         elapsed = (finished or time.monotonic()) - registered
         per_s = round(rate(covered, elapsed))
         time.sleep(settings.heartbeat_s + 0.3)  # one more heartbeat: a fresh report
@@ -132,6 +155,20 @@ def run_worker_apply(ctx: Context) -> None:
             fig.passed = False
         ctx.results.add("worker", "apply_seconds", "time to apply + flush the backlog",
                         round(elapsed, 2), "s")
+        ctx.results.add("worker", "first_flush", "time to the first flushed write "
+                        "(registration → first watermark in Redis)", first, "s")
+        ctx.results.add("worker", "heartbeat_gap", "oldest heartbeat seen while applying "
+                        f"(member record expires after {settings.member_ttl_s:.0f} s)",
+                        round(beat_gap, 2), "s",
+                        note=f"record missing in {record_missing} polls" if record_missing
+                        else "")
+        slow = out.get("redis_slowlog", {})
+        if slow.get("count"):
+            top = slow["longest"][0]
+            ctx.results.add("worker", "slowest_redis", "slowest Redis command while applying "
+                            f"(slowlog: {slow['count']} commands over "
+                            f"{slow['threshold_ms']:.0f} ms)", top["ms"], "ms",
+                            note=f"{top['command']} with {top['args']:,} arguments")
         ctx.results.add("worker", "peak_rss", "worker peak RSS (VmHWM)", round(hwm_mib, 1),
                         "MiB", note=f"{keys_in_memory:,} keys held")
         ctx.results.add("worker", "rss_per_mkeys", "worker peak RSS per million keys",
@@ -142,6 +179,12 @@ def run_worker_apply(ctx: Context) -> None:
                         note=f"{rss_at_start_mib:.0f} MiB at registration")
         ctx.results.add("worker", "batch_size", "writes per stream message (producer batching)",
                         round(total / batches, 1) if batches else None, "writes")
+        if batches:
+            ctx.results.notes.append(
+                f"worker scenario: the backlog came in {batches:,} stream messages of "
+                f"{total / batches:,.0f} writes on average. The producer's batches grow with "
+                "its speed (linger 5 ms), and the worker's rate tends to grow with the batch "
+                "size, so the apply figure also moves with how fast the backlog was produced.")
         dead = dead_letters(client, settings)
         out["dead_letters"] = dead
         if dead:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -24,34 +24,55 @@ def _score(partition: int, member: str) -> int:
     return int.from_bytes(digest, "big")
 
 
-def assign(members: Iterable[str], partitions: int, replicas: int) -> dict[int, list[str]]:
+def assign(
+    members: Iterable[str],
+    partitions: int,
+    replicas: int,
+    current: Mapping[int, Sequence[str]] | None = None,
+) -> dict[int, list[str]]:
     """Owners of every partition: ``[primary, standby, …]`` on distinct members.
 
-    Deterministic in (set of members, partitions, replicas): every worker that
-    sees the same live members computes the same table. Balanced: no member
-    gets more than ceil(P/N) primaries nor more than ceil(P·R'/N) replicas,
-    where R' = min(R, N). Rendezvous hashing keeps moves few when a member joins
-    or leaves: a partition stays where it is unless a capacity bound or the
-    arrival of a higher-scored member moves it. With fewer members than R, each
-    partition gets every member (short replication).
+    Deterministic in its inputs, so every worker that reads the same registry
+    computes the same table. Balanced: no member gets more than ceil(P/N)
+    primaries nor more than ceil(P·R'/N) replicas, where R' = min(R, N).
+
+    ``current`` (partition → holders, primary first) makes it sticky: a holder
+    keeps its place while the bounds allow, a lost primary is replaced by one
+    of its standbys (the first in rendezvous order), and only
+    what the bounds force moves to a new member. The rest is rendezvous hashing,
+    so a cold start spreads evenly. With fewer members than R, each partition
+    gets every member (short replication).
     """
     names = sorted(set(members))
     if not names:
         return {p: [] for p in range(partitions)}
+    alive = set(names)
     n = len(names)
     width = min(replicas, n)
     primary_cap = -(-partitions // n)
     replica_cap = -(-partitions * width // n)
-    ranked = {p: sorted(names, key=lambda m, p=p: _score(p, m), reverse=True)
-              for p in range(partitions)}
+    ranked: dict[int, list[str]] = {}
+    for p in range(partitions):
+        held = [m for m in (current or {}).get(p, ()) if m in alive]
+        by_score = sorted(names, key=lambda m, p=p: _score(p, m), reverse=True)
+        # The live primary first, then the other holders, then everyone else;
+        # each group in rendezvous order.
+        primary = held[:1] if current and current.get(p) and current[p][0] in alive else []
+        ranked[p] = list(dict.fromkeys(
+            primary + [m for m in by_score if m in held] + by_score))
+    orphaned = {p: bool(current) and (not (current or {}).get(p)
+                                      or current[p][0] not in alive)  # type: ignore[index]
+                for p in range(partitions)}
     table: dict[int, list[str]] = {p: [] for p in range(partitions)}
     primaries = dict.fromkeys(names, 0)
     load = dict.fromkeys(names, 0)
     for rank in range(width):
         # Partitions whose favourite members score highest choose first, so a
         # capacity bound displaces the weakest claims, not an arbitrary one.
+        # Partitions whose primary is gone choose first, so that their standbys
+        # still have room to be promoted warm.
         order = sorted(range(partitions),
-                       key=lambda p: _score(p, ranked[p][rank]), reverse=True)
+                       key=lambda p: (not orphaned[p], -_score(p, ranked[p][rank])))
         for p in order:
             for member in ranked[p]:
                 if member in table[p] or load[member] >= replica_cap:

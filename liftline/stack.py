@@ -128,7 +128,8 @@ class LocalStack:
         env.update(LIFTLINE_AMQP_URL=self.settings.amqp_url,
                    LIFTLINE_REDIS_URL=self.settings.redis_url,
                    LIFTLINE_CLUSTER=self.settings.cluster,
-                   LIFTLINE_PARTITIONS=str(self.settings.partitions))
+                   LIFTLINE_PARTITIONS=str(self.settings.partitions),
+                   LIFTLINE_REPLICAS=str(self.settings.replicas))
         argv = [sys.executable, "-m", "liftline", "worker", "-v"]
         if self.app:
             argv += ["--app", self.app]

@@ -37,43 +37,65 @@ def gather(settings: Settings) -> dict[str, Any]:
     finally:
         conn.close()
     now = time.time()
+    replicas = max([m["replicas"] for m in members.values()] or [settings.replicas])
     rows: list[dict[str, Any]] = []
     warnings: list[str] = []
     if stored_p is None:
         warnings.append(f"cluster {settings.cluster!r} does not exist yet (no writes or workers)")
+    if members and len(members) < replicas:
+        warnings.append(f"replication is short: {len(members)} live worker(s) for "
+                        f"replication factor {replicas}")
     for p in range(partitions):
-        state = states[p]
-        owner = owners.get(p)
-        live = owner in members if owner else False
-        report = members[owner]["partitions"].get(p, {}) if live and owner else {}
-        flushed = int(state.get("offset", -1))
-        applied = int(report.get("applied", flushed))
-        first, last = bounds[p].first, bounds[p].last
-        lag = max(0, last - applied) if last >= 0 else 0
-        margin = flushed - first if last >= 0 else None
-        flushed_at = float(state["flushed_at"]) if "flushed_at" in state else None
-        row = {
-            "partition": p, "owner": owner if live else None,
-            "epoch": int(state.get("epoch", 0)),
-            "applied_offset": applied, "flushed_offset": flushed,
-            "stream_first": first, "stream_tail": last, "lag": lag,
-            "keys": report.get("keys"),
-            "retention_margin": margin,
-            "flush_age_s": None if flushed_at is None else round(now - flushed_at, 3),
-        }
-        rows.append(row)
-        if owner is None or not live:
-            if last >= 0:
-                warnings.append(f"partition {p}: no live owner")
-        if margin is not None and first > flushed + 1:
-            warnings.append(f"partition {p}: retention dropped unflushed entries "
-                            f"(first retained {first} > flushed {flushed} + 1)")
-        elif margin is not None and flushed >= 0 and margin < THIN_MARGIN and first > 0:
-            warnings.append(f"partition {p}: thin retention margin ({margin} entries)")
-        if live and lag == 0 and applied > flushed and row["flush_age_s"] is not None \
-                and row["flush_age_s"] > STALE_FLUSH_S:
-            warnings.append(f"partition {p}: last flush {row['flush_age_s']}s ago")
+        rows.append(_partition_row(p, states[p], owners.get(p), members, bounds[p], now,
+                                   replicas, warnings))
     return {
-        "cluster": settings.cluster, "partitions": partitions,
+        "cluster": settings.cluster, "partitions": partitions, "replicas": replicas,
         "members": list(members.values()), "partition_state": rows, "warnings": warnings,
     }
+
+
+def _partition_row(p: int, state: dict[str, str], owner: str | None,
+                   members: dict[str, dict[str, Any]], bounds: Any, now: float,
+                   replicas: int, warnings: list[str]) -> dict[str, Any]:
+    first, last = bounds.first, bounds.last
+    flushed = int(state.get("offset", -1))
+    holders = []
+    for member_id, member in members.items():
+        report = member["partitions"].get(p)
+        if report is not None:
+            holders.append({
+                "member": member_id, "role": report.get("role", "primary"),
+                "applied_offset": report["applied"],
+                "lag": max(0, last - report["applied"]) if last >= 0 else 0,
+                "keys": report["keys"],
+            })
+    holders.sort(key=lambda h: (h["role"] != "primary", h["member"]))
+    primary = next((h for h in holders if h["role"] == "primary" and h["member"] == owner), None)
+    applied = primary["applied_offset"] if primary else flushed
+    margin = flushed - first if last >= 0 else None
+    flushed_at = float(state["flushed_at"]) if "flushed_at" in state else None
+    row = {
+        "partition": p, "primary": primary["member"] if primary else None,
+        "standbys": [h["member"] for h in holders if h["role"] == "standby"],
+        "epoch": int(state.get("epoch", 0)),
+        "applied_offset": applied, "flushed_offset": flushed,
+        "stream_first": first, "stream_tail": last,
+        "lag": max(0, last - applied) if last >= 0 else 0,
+        "keys": primary["keys"] if primary else None,
+        "replicas": holders,
+        "retention_margin": margin,
+        "flush_age_s": None if flushed_at is None else round(now - flushed_at, 3),
+    }
+    if primary is None and (last >= 0 or members):
+        warnings.append(f"partition {p}: no live primary")
+    if members and len(holders) < min(replicas, len(members)):
+        warnings.append(f"partition {p}: {len(holders)} of {replicas} replicas")
+    if margin is not None and first > flushed + 1:
+        warnings.append(f"partition {p}: retention dropped unflushed entries "
+                        f"(first retained {first} > flushed {flushed} + 1)")
+    elif margin is not None and flushed >= 0 and margin < THIN_MARGIN and first > 0:
+        warnings.append(f"partition {p}: thin retention margin ({margin} entries)")
+    if primary and row["lag"] == 0 and applied > flushed and row["flush_age_s"] is not None \
+            and row["flush_age_s"] > STALE_FLUSH_S:
+        warnings.append(f"partition {p}: last flush {row['flush_age_s']}s ago")
+    return row

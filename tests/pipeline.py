@@ -35,6 +35,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         LIFTLINE_FLUSH_INTERVAL_MS=str(settings.flush_interval_ms),
         LIFTLINE_HEARTBEAT_S=str(settings.heartbeat_s),
         LIFTLINE_MEMBER_TTL_S=str(settings.member_ttl_s),
+        LIFTLINE_REPLICAS=str(settings.replicas),
         PYTHONPATH=str(REPO) + os.pathsep + str(REPO / "tests"),
     )
     return env

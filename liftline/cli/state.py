@@ -44,11 +44,14 @@ def status(settings: Settings, as_json: bool) -> None:
         print_table(members, [("id", "MEMBER"), ("host", "HOST"), ("pid", "PID"),
                               ("heartbeat_age_s", "HEARTBEAT_AGE_S"), ("held", "PARTITIONS")])
     click.echo("")
-    print_table(snapshot["partition_state"], [
-        ("partition", "P"), ("owner", "OWNER"), ("epoch", "EPOCH"),
+    rows = [{**r, "standbys": ",".join(r["standbys"]) or None,
+             "replica_lag": " ".join(f"{h['lag']}" for h in r["replicas"]) or None}
+            for r in snapshot["partition_state"]]
+    print_table(rows, [
+        ("partition", "P"), ("primary", "PRIMARY"), ("standbys", "STANDBYS"), ("epoch", "EPOCH"),
         ("applied_offset", "APPLIED"), ("flushed_offset", "FLUSHED"),
-        ("stream_tail", "TAIL"), ("lag", "LAG"), ("keys", "KEYS"),
-        ("retention_margin", "MARGIN"), ("flush_age_s", "FLUSH_AGE_S"),
+        ("stream_tail", "TAIL"), ("lag", "LAG"), ("replica_lag", "REPLICA_LAGS"),
+        ("keys", "KEYS"), ("retention_margin", "MARGIN"), ("flush_age_s", "FLUSH_AGE_S"),
     ])
     for warning in snapshot["warnings"]:
         click.echo(f"warning: {warning}", err=True)

@@ -14,11 +14,14 @@ from liftline.stack import LocalStack
 @click.command()
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Worker processes to start.")
+@click.option("--replicas", type=click.IntRange(1, 5), envvar="LIFTLINE_REPLICAS",
+              help="Replication factor R: one primary and R-1 standbys per partition (default 2).")
 @click.option("--app", "app_spec", metavar="MODULE:ATTR", help="App with your reducers.")
 @click.option("--data-dir", envvar="LIFTLINE_DATA_DIR", show_envvar=True,
               help="Where servers keep their data (default .liftline).")
 @connection_options
-def up(settings: Settings, workers: int, app_spec: str | None, data_dir: str | None) -> None:
+def up(settings: Settings, workers: int, replicas: int | None, app_spec: str | None,
+       data_dir: str | None) -> None:
     """Start RabbitMQ and Redis from the system binaries (data under .liftline/),
     declare the topology and start workers; Ctrl-C stops everything it started.
 
@@ -27,6 +30,8 @@ def up(settings: Settings, workers: int, app_spec: str | None, data_dir: str | N
     """
     if data_dir:
         settings = settings.replace(data_dir=data_dir)
+    if replicas:
+        settings = settings.replace(replicas=replicas)
     stack = LocalStack(
         settings, workers=workers, app=app_spec,
         reuse_amqp="LIFTLINE_AMQP_URL" in os.environ,

@@ -128,6 +128,17 @@ class RedisStore:
             raise _wrap(exc) from exc
         return int(epoch), int(offset)
 
+    def epochs(self, partitions: list[int]) -> dict[int, int]:
+        """The current epoch of each partition (0 if never claimed)."""
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for p in partitions:
+                pipe.hget(self.keys.state(p), "epoch")
+            values = pipe.execute()
+        except redis.RedisError as exc:
+            raise _wrap(exc) from exc
+        return {p: int(v or 0) for p, v in zip(partitions, values, strict=True)}
+
     def flushed_offsets(self, partitions: list[int]) -> dict[int, int]:
         """The flushed offset of each partition (-1 if never flushed)."""
         try:

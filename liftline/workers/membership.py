@@ -45,6 +45,7 @@ class Membership:
         record = {
             "id": self.member_id, "host": socket.gethostname(), "pid": os.getpid(),
             "started": self._started, "beat": time.time(),
+            "replicas": self.settings.replicas,
             "report": msgpack.packb(report, use_bin_type=True),
         }
         try:
@@ -65,18 +66,6 @@ class Membership:
         except redis.RedisError as exc:
             log.warning("deregister failed: %s", exc)
 
-    def live_ids(self) -> list[str]:
-        """Ids of the members whose heartbeat key has not expired (this one included)."""
-        ids = sorted(m.decode() for m in self.client.smembers(self.keys.members))
-        pipe = self.client.pipeline(transaction=False)
-        for member_id in ids:
-            pipe.exists(self.keys.member(member_id))
-        alive = pipe.execute()
-        gone = [m for m, ok in zip(ids, alive, strict=True) if not ok]
-        if gone:
-            self.client.srem(self.keys.members, *gone)
-        return [m for m, ok in zip(ids, alive, strict=True) if ok]
-
 
 def live_members(client: redis.Redis, keys: Keys) -> dict[str, dict[str, Any]]:
     """Members whose heartbeat has not expired, with their last report."""
@@ -94,6 +83,25 @@ def live_members(client: redis.Redis, keys: Keys) -> dict[str, dict[str, Any]]:
             "host": fields["host"].decode(),
             "pid": int(fields["pid"]),
             "heartbeat_age_s": round(time.time() - float(fields["beat"]), 3),
+            "replicas": int(fields.get("replicas", b"1")),
             "partitions": report,
         }
+    return out
+
+
+def current_holders(members: dict[str, dict[str, Any]], partitions: int) -> dict[int, list[str]]:
+    """Per partition, the members holding it: the primary first, then the standbys.
+
+    The standbys' order must be the same in every worker's view, so it is by
+    member id, not by applied offset (which moves between two heartbeats);
+    ``assign`` then orders them by rendezvous score.
+    """
+    out: dict[int, list[str]] = {}
+    for p in range(partitions):
+        held = [(m, r["partitions"][p]) for m, r in members.items() if p in r["partitions"]]
+        # Of two members that both say "primary" (one was superseded and has not
+        # noticed yet), the one with the newer epoch leads.
+        held.sort(key=lambda item: (item[1].get("role") != "primary",
+                                    -int(item[1].get("epoch", 0)), item[0]))
+        out[p] = [m for m, _ in held]
     return out

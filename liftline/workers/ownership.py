@@ -19,11 +19,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from liftline.errors import Fenced, StoreError, StoreUnavailable
 from liftline.partitioning import assign
 from liftline.store.memory import PartitionStore
+from liftline.workers.membership import current_holders, live_members
 
 if TYPE_CHECKING:
     from liftline.workers.partition_worker import Worker
@@ -44,7 +45,9 @@ class Owned:
     flushed_offset: int = -1
     # A promoted standby flushes only once it has applied at least this offset.
     min_flush_offset: int = -1
-    consumer_tag: str = ""
+    channel: Any = None
+    last_tag: int = 0
+    acked_tag: int = 0
     flushed_at: float = field(default_factory=time.monotonic)
 
 
@@ -62,11 +65,14 @@ class Ownership:
 
     def rebalance(self) -> None:
         """Take, promote, demote and release partitions to match the assignment."""
+        self._check_fences()
         me = self.worker.member_id
-        members = self.worker.membership.live_ids()
-        if me not in members:  # our record expired (paused?): beat() re-adds it
-            members.append(me)
-        table = assign(members, self.settings.partitions, self.settings.replicas)
+        members = live_members(self.worker.store.client, self.worker.store.keys)
+        # Our own holdings as of now, not as of the last heartbeat; and if our
+        # record expired (a long pause), we are back all the same.
+        members[me] = {"partitions": self.worker.report()}
+        table = assign(members, self.settings.partitions, self.settings.replicas,
+                       current=current_holders(members, self.settings.partitions))
         self.last_table = table
         wanted = {p: (PRIMARY if owners[0] == me else STANDBY)
                   for p, owners in table.items() if me in owners}
@@ -82,6 +88,20 @@ class Ownership:
                 else:
                     self.demote(partition)
         self._prune_standbys()
+
+    def _check_fences(self) -> None:
+        """Drop the partitions another worker claimed since we did.
+
+        A superseded primary with nothing to flush would otherwise never learn
+        it lost the partition, and keep reporting itself as primary.
+        """
+        leading = [p for p, o in self.owned.items() if o.role == PRIMARY]
+        if not leading:
+            return
+        for partition, epoch in self.worker.store.epochs(leading).items():
+            held = self.owned.get(partition)
+            if held is not None and epoch > held.epoch:
+                self.drop(partition, f"claimed by another worker (epoch {epoch} > {held.epoch})")
 
     def take(self, partition: int, role: str) -> None:
         started = time.monotonic()

@@ -28,6 +28,7 @@ from liftline.errors import BrokerUnavailable, InvalidMessage, StoreUnavailable
 from liftline.queue import topology
 from liftline.queue.connection import connect_blocking
 from liftline.settings import Settings
+from liftline.store.memory import PartitionStore
 from liftline.store.redis_store import RedisStore, connect
 from liftline.workers.membership import Membership
 from liftline.workers.ownership import Owned, Ownership
@@ -48,10 +49,6 @@ class Worker:
         self.owned: dict[int, Owned] = {}
         self._stopping = False
         self._connection: pika.BlockingConnection | None = None
-        self._channel: Any = None
-        self._tag_partition: dict[str, int] = {}
-        self._last_tag = 0
-        self._acked_tag = 0
         self._redis = connect(settings.redis_url)
         self.store = RedisStore(self._redis, settings.cluster)
         self.membership = Membership(self._redis, settings, self.member_id)
@@ -97,10 +94,6 @@ class Worker:
         conn = connect_blocking(self.settings, name=f"liftline-worker-{self.member_id}")
         self._connection = conn
         topology.declare(conn.channel(), self.settings)
-        self._channel = conn.channel()
-        self._channel.basic_qos(prefetch_count=self.settings.prefetch)
-        self._tag_partition.clear()
-        self._last_tag = self._acked_tag = 0
         self.reads.attach(conn.channel(), self.names.rpc_queue(self.member_id))
         for partition in self.owned:
             self.consume(partition)
@@ -122,48 +115,59 @@ class Worker:
         self._cancel_consumers()
 
     def _drop_connection(self) -> None:
-        conn, self._connection, self._channel = self._connection, None, None
+        conn, self._connection = self._connection, None
         self.reads.detach()
         for owned in self.owned.values():
-            owned.consumer_tag = ""
+            owned.channel = None
         if conn is not None and conn.is_open:
             with contextlib.suppress(pika.exceptions.AMQPError, OSError):
                 conn.close()
 
     # -- consuming -----------------------------------------------------------
     def consume(self, partition: int) -> None:
-        """Read the partition's stream from just after the applied offset."""
+        """Read the partition's stream from just after the applied offset.
+
+        Each partition has a channel of its own: a stream consumer is stopped by
+        closing its channel, because cancelling it would make pika reject the
+        prefetched messages, which a stream refuses by closing the connection.
+        """
         owned = self.owned[partition]
-        if self._channel is None:
+        if self._connection is None or not self._connection.is_open:
             return
-        tag = self._channel.basic_consume(
-            self.names.stream(partition), self._on_batch,
-            arguments={"x-stream-offset": owned.store.applied_offset + 1},
+        channel = self._connection.channel()
+        channel.basic_qos(prefetch_count=self.settings.prefetch)
+        store = owned.store
+
+        def on_batch(ch: Any, method: Any, props: Any, body: bytes) -> None:
+            owned.last_tag = method.delivery_tag
+            self._apply(partition, store, props, body)
+
+        channel.basic_consume(
+            self.names.stream(partition), on_batch,
+            arguments={"x-stream-offset": store.applied_offset + 1},
         )
-        owned.consumer_tag = tag
-        self._tag_partition[tag] = partition
+        owned.channel = channel
+        owned.last_tag = owned.acked_tag = 0
 
     def stop_consuming(self, partition: int) -> None:
         owned = self.owned.get(partition)
-        if owned is None or not owned.consumer_tag:
+        if owned is None or owned.channel is None:
             return
-        self._tag_partition.pop(owned.consumer_tag, None)
-        if self._channel is not None:
-            with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-                self._channel.basic_cancel(owned.consumer_tag)
-        owned.consumer_tag = ""
+        channel, owned.channel = owned.channel, None
+        with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+            if channel.is_open:
+                # BlockingChannel.close() first cancels its consumers, which
+                # nacks prefetched deliveries; a stream answers a nack by closing
+                # the whole connection. Forget the consumer instead: closing the
+                # channel ends it, and the broker drops what was in flight.
+                channel._consumer_infos.clear()
+                channel.close()
 
     def _cancel_consumers(self) -> None:
         for partition in list(self.owned):
             self.stop_consuming(partition)
-        self._ack()
 
-    def _on_batch(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
-        self._last_tag = method.delivery_tag
-        partition = self._tag_partition.get(method.consumer_tag)
-        if partition is None:
-            return
-        store = self.owned[partition].store
+    def _apply(self, partition: int, store: PartitionStore, props: Any, body: bytes) -> None:
         offset = int(props.headers["x-stream-offset"])
         if offset <= store.applied_offset:
             return
@@ -178,9 +182,11 @@ class Worker:
         store.apply_batch(offset, producer_id, first_seq, writes)
 
     def _ack(self) -> None:
-        if self._last_tag > self._acked_tag and self._channel is not None:
-            self._channel.basic_ack(self._last_tag, multiple=True)
-            self._acked_tag = self._last_tag
+        # Stream acks only return prefetch credit; one per channel per loop turn.
+        for owned in self.owned.values():
+            if owned.last_tag > owned.acked_tag and owned.channel is not None:
+                owned.channel.basic_ack(owned.last_tag, multiple=True)
+                owned.acked_tag = owned.last_tag
 
     def _pending(self) -> int:
         return sum(o.store.pending_writes for o in self.owned.values())

@@ -90,7 +90,7 @@ def test_up_serves_the_cli_refuses_a_second_up_and_stops_cleanly(tmp_path: Path)
         assert rides
         status = json.loads(cli(["status", "--json"], urls, REPO).stdout)
         assert status["partitions"] == 16 and len(status["members"]) == 1
-        assert sum(1 for row in status["partition_state"] if row["owner"]) == 16
+        assert sum(1 for row in status["partition_state"] if row["primary"]) == 16
         table = cli(["status"], urls, REPO).stdout
         assert "APPLIED" in table and "MARGIN" in table
 
