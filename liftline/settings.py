@@ -66,7 +66,17 @@ class Settings:
     # Local stack.
     data_dir: str = ".liftline"
     management_url: str = ""
+    # HTTP ingest service (liftline ingest). Comma-separated bearer tokens; empty: no auth.
     ingest_tokens: str = field(default="", repr=False)
+    ingest_host: str = "127.0.0.1"
+    ingest_port: int = 8080
+    ingest_app: str = ""  # module:attr of the App whose reducers (and routes) it serves
+    ingest_max_body_bytes: int = 1024 * 1024
+    ingest_max_batch_writes: int = 1000
+    # A write not confirmed by then is answered 503 + Retry-After (never a hang).
+    ingest_publish_timeout_s: float = 5.0
+    ingest_linger_ms: float = 1.0
+    ingest_max_pending: int = 100_000  # writes awaiting confirms per process, then 503
 
     def __post_init__(self) -> None:
         self.validate()
@@ -87,8 +97,15 @@ class Settings:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
         if self.batch_max_bytes > MAX_BATCH_BYTES:
             raise ConfigError(f"batch_max_bytes: at most {MAX_BATCH_BYTES} (what workers accept)")
-        if self.linger_ms < 0:
-            raise ConfigError("linger_ms: must be >= 0")
+        if self.linger_ms < 0 or self.ingest_linger_ms < 0:
+            raise ConfigError("linger_ms / ingest_linger_ms: must be >= 0")
+        if not 0 <= self.ingest_port <= 65535:
+            raise ConfigError(f"ingest_port={self.ingest_port}: must be 0..65535")
+        for name in ("ingest_max_body_bytes", "ingest_max_batch_writes", "ingest_max_pending"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
+        if not 0 < self.ingest_publish_timeout_s <= 300:
+            raise ConfigError("ingest_publish_timeout_s: must be in (0, 300]")
         if self.member_ttl_s <= self.heartbeat_s:
             raise ConfigError("member_ttl_s must be larger than heartbeat_s")
         for name, scheme in (("amqp_url", ("amqp", "amqps")),

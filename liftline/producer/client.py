@@ -5,6 +5,11 @@ full) and published as one stream message. A write's future resolves to its
 Ticket only once RabbitMQ confirmed the batch; a nack, a return or a lost
 connection that outlives the retry budget fails it. Thread-safe: any number of
 threads may write through one Producer.
+
+By default the publisher runs on a thread of its own. Given ``driver=AsyncioLoop(loop)``
+it runs on that asyncio loop instead (the HTTP ingest service): then submit on the
+loop's thread and await batches through ``Batch.add_done_callback``; the blocking
+helpers (``write``, ``flush``, ``close``) are for the threaded mode only.
 """
 
 from __future__ import annotations
@@ -23,11 +28,26 @@ from liftline.partitioning import partition_for
 from liftline.producer.tickets import Batch, Ticket, WriteFuture
 from liftline.queue import topology
 from liftline.queue.connection import connect_blocking
+from liftline.queue.loops import LoopDriver
 from liftline.queue.publisher import ConfirmingPublisher
 from liftline.settings import Settings
 from liftline.store.redis_store import RedisStore, connect
 
 log = logging.getLogger(__name__)
+
+
+def prepare_cluster(settings: Settings) -> None:
+    """Check P against the cluster (creating it if new) and declare its streams. Blocks."""
+    client = connect(settings.redis_url)
+    try:
+        RedisStore(client, settings.cluster).ensure_cluster(settings.partitions)
+    finally:
+        client.close()
+    conn = connect_blocking(settings, name="liftline-producer-setup")
+    try:
+        topology.declare(conn.channel(), settings)
+    finally:
+        conn.close()
 
 
 class Producer:
@@ -46,6 +66,8 @@ class Producer:
         producer_id: str | None = None,
         max_buffered: int = 200_000,
         declare: bool = True,
+        driver: LoopDriver | None = None,
+        hold_while_blocked: bool = False,
     ) -> None:
         self.settings = settings or Settings.from_env()
         self.app = app
@@ -63,22 +85,19 @@ class Producer:
         if declare:
             self._prepare_cluster()
         self._publisher = ConfirmingPublisher(
-            self.settings, self._drain, self._give_up, name=f"liftline-producer-{self.producer_id}"
+            self.settings, self._drain, self._give_up,
+            name=f"liftline-producer-{self.producer_id}", driver=driver,
+            hold_while_blocked=hold_while_blocked,
         )
         self._publisher.start()
 
     def _prepare_cluster(self) -> None:
-        """Check P against the cluster (creating it if new) and declare its streams."""
-        client = connect(self.settings.redis_url)
-        try:
-            RedisStore(client, self.settings.cluster).ensure_cluster(self._partitions)
-        finally:
-            client.close()
-        conn = connect_blocking(self.settings, name="liftline-producer-setup")
-        try:
-            topology.declare(conn.channel(), self.settings)
-        finally:
-            conn.close()
+        prepare_cluster(self.settings)
+
+    @property
+    def publisher(self) -> ConfirmingPublisher:
+        """The publisher (its ``connected`` event and ``blocked`` flag tell its state)."""
+        return self._publisher
 
     # -- writes ------------------------------------------------------------
     def submit(self, op: str, key: str, value: Any = None, arg: Any = None) -> WriteFuture:
@@ -87,7 +106,7 @@ class Producer:
             raise InvalidWrite(f"unknown op {op!r}: not built in and not a reducer of the app")
         packed = codec.pack_write(op, key, value, arg)
         partition = partition_for(key, self._partitions)
-        wake = False
+        wake = opened = False
         with self._lock:
             if self._closed:
                 raise LiftlineError("producer is closed")
@@ -106,6 +125,7 @@ class Producer:
                 batch, wake = None, True
             if batch is None:
                 batch = self._open[partition] = Batch(partition, self._next_seq[partition])
+                opened = True
             seq = batch.first_seq + len(batch.writes)
             batch.writes.append(packed)
             batch.size += len(packed)
@@ -115,6 +135,8 @@ class Producer:
                 wake = True
         if wake:
             self._publisher.wake()
+        if opened:
+            self._publisher.batch_opened()
         return WriteFuture(batch, Ticket(partition, self.producer_id, seq))
 
     def write(self, op: str, key: str, value: Any = None, arg: Any = None,

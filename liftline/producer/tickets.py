@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 from liftline.errors import InvalidWrite, LiftlineError, Timeout
+
+# Guards Batch._callbacks between a settling thread and one adding a callback.
+_CALLBACKS_LOCK = threading.Lock()
 
 
 class Ticket(NamedTuple):
@@ -42,7 +46,7 @@ class Batch:
     """
 
     __slots__ = ("partition", "first_seq", "writes", "size", "created", "sent_at",
-                 "body", "message_id", "returned", "error", "done", "_event")
+                 "body", "message_id", "returned", "error", "done", "_event", "_callbacks")
 
     def __init__(self, partition: int, first_seq: int) -> None:
         self.partition = partition
@@ -57,15 +61,34 @@ class Batch:
         self.error: LiftlineError | None = None
         self.done = False
         self._event = threading.Event()
+        self._callbacks: list[Callable[[Batch], None]] | None = None
 
     def settle(self, error: LiftlineError | None = None) -> None:
         if self.done:
             return
         self.error = error
-        self.done = True
         self.body = b""
         self.writes = []
+        with _CALLBACKS_LOCK:
+            self.done = True
+            callbacks, self._callbacks = self._callbacks, None
         self._event.set()
+        for fn in callbacks or ():
+            fn(self)
+
+    def add_done_callback(self, fn: Callable[[Batch], None]) -> None:
+        """Call ``fn(batch)`` once the batch is settled (at once if it already is).
+
+        ``fn`` runs on the thread that settles the batch: the publisher's I/O
+        thread, or the event loop of an asyncio-driven publisher. It must not block.
+        """
+        with _CALLBACKS_LOCK:
+            if not self.done:
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(fn)
+                return
+        fn(self)
 
     def wait(self, timeout: float | None) -> None:
         if not self._event.wait(timeout):
@@ -82,6 +105,11 @@ class WriteFuture:
     def __init__(self, batch: Batch, ticket: Ticket) -> None:
         self._batch = batch
         self.ticket = ticket
+
+    @property
+    def batch(self) -> Batch:
+        """The batch that carries this write (shared with the other writes in it)."""
+        return self._batch
 
     def result(self, timeout: float | None = None) -> Ticket:
         """The ticket once RabbitMQ confirmed the write; raises its error otherwise."""

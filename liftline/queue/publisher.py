@@ -6,6 +6,10 @@ return → PublishFailed. When the connection drops, the unconfirmed batches are
 published again, in order and unchanged, after a bounded reconnect; the
 workers' watermarks make that repeat harmless. When the reconnect budget is
 spent, every pending batch fails with BrokerUnavailable: never a silent success.
+
+Where it runs is a :class:`~liftline.queue.loops.LoopDriver`: by default a
+SelectConnection on a thread of its own; :class:`~liftline.queue.loops.AsyncioLoop`
+runs the same logic on an asyncio loop (the HTTP ingest service).
 """
 
 from __future__ import annotations
@@ -18,12 +22,12 @@ from collections.abc import Callable
 
 import pika
 import pika.exceptions
-from pika.adapters.select_connection import IOLoop
 from pika.spec import Basic
 
 from liftline.errors import BrokerUnavailable, LiftlineError, PublishFailed
 from liftline.producer.tickets import Batch
 from liftline.queue.connection import parameters, policy
+from liftline.queue.loops import LoopDriver, ThreadLoop
 from liftline.queue.topology import Names
 from liftline.settings import Settings, mask_url
 
@@ -33,7 +37,12 @@ _PROPS = dict(delivery_mode=2, content_type="application/x-msgpack", type="liftl
 
 
 class ConfirmingPublisher:
-    """Publishes batches from ``source`` until stopped; runs its own thread."""
+    """Publishes batches from ``source`` until stopped, on its own thread or ``driver``.
+
+    ``hold_while_blocked``: publish nothing while RabbitMQ blocks the connection
+    (memory or disk alarm); batches wait, and expire as *not stored*, instead of
+    piling up in a socket the broker no longer reads.
+    """
 
     def __init__(
         self,
@@ -43,6 +52,8 @@ class ConfirmingPublisher:
         *,
         name: str = "liftline-producer",
         max_inflight: int = 1024,
+        driver: LoopDriver | None = None,
+        hold_while_blocked: bool = False,
     ) -> None:
         self._settings = settings
         self._names = Names(settings.cluster)
@@ -51,8 +62,14 @@ class ConfirmingPublisher:
         self._name = name
         self._max_inflight = max_inflight
         self._retry = policy(settings)
-        self._tick_s = max(settings.linger_ms / 2000.0, 0.0005)
-        self._ioloop = IOLoop()
+        self._loop = driver or ThreadLoop(name)
+        self._hold_while_blocked = hold_while_blocked
+        # A polling loop seals lingering batches on its tick; an event-driven one
+        # arms a timer per batch (batch_opened) and ticks only to expire.
+        self._tick_s = 0.05 if self._loop.event_driven else \
+            max(settings.linger_ms / 2000.0, 0.0005)
+        self._linger_armed = False
+        self._halted = False
         self._connection: pika.SelectConnection | None = None
         self._channel = None  # type: ignore[var-annotated]
         self._ready = False
@@ -66,47 +83,65 @@ class ConfirmingPublisher:
         self._by_message_id: dict[str, Batch] = {}
         self.blocked = False
         self.connected = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     # -- thread-safe API ---------------------------------------------------
     def start(self) -> None:
-        self._thread.start()
+        self._loop.run(self._begin)
 
     def wake(self) -> None:
-        """Ask the I/O thread to pull from the source now (from any thread)."""
+        """Ask the I/O loop to pull from the source now (from any thread)."""
         try:
-            self._ioloop.add_callback_threadsafe(self._pump)
+            self._loop.call_threadsafe(self._pump)
         except Exception:  # the loop is closed: nothing left to wake
             pass
 
+    def batch_opened(self) -> None:
+        """A new batch started lingering (event-driven drivers only; call on the loop).
+
+        Arms one timer that seals every open batch ``linger_ms`` later, so no
+        write waits longer than that and an idle publisher costs nothing.
+        """
+        if not self._loop.event_driven or self._linger_armed:
+            return
+        self._linger_armed = True
+        self._loop.call_later(self._settings.linger_ms / 1000.0, self._linger_over)
+
     def stop(self, timeout: float = 10.0) -> None:
-        """Close the connection and end the thread; pending batches are failed."""
+        """Close the connection and end the loop; pending batches are failed."""
+        self.begin_stop()
+        self._loop.join(timeout)
+
+    def begin_stop(self) -> None:
+        """Start closing (from any thread) without waiting for the end."""
         try:
-            self._ioloop.add_callback_threadsafe(self._begin_stop)
+            self._loop.call_threadsafe(self._begin_stop)
         except Exception:
             return
-        self._thread.join(timeout)
 
     @property
     def inflight(self) -> int:
         return len(self._unconfirmed)
 
-    # -- I/O thread --------------------------------------------------------
-    def _run(self) -> None:
+    @property
+    def halted(self) -> bool:
+        """True once the publisher finished (after stop)."""
+        return self._halted
+
+    # -- I/O loop ----------------------------------------------------------
+    def _begin(self) -> None:
         self._connect()
-        self._ioloop.call_later(self._tick_s, self._tick)
-        self._ioloop.start()
-        self._ioloop.close()
+        self._loop.call_later(self._tick_s, self._tick)
+
+    def _halt(self) -> None:
+        self._halted = True
+        self._loop.halt()
 
     def _connect(self) -> None:
         if self._stopping:
             return
-        self._connection = pika.SelectConnection(
+        self._connection = self._loop.connect(
             parameters(self._settings.amqp_url, name=self._name),
-            on_open_callback=self._on_open,
-            on_open_error_callback=self._on_open_error,
-            on_close_callback=self._on_closed,
-            custom_ioloop=self._ioloop,
+            on_open=self._on_open, on_open_error=self._on_open_error, on_close=self._on_closed,
         )
 
     def _on_open(self, connection: pika.SelectConnection) -> None:
@@ -137,6 +172,9 @@ class ConfirmingPublisher:
 
     def _on_unblocked(self, *_args) -> None:  # type: ignore[no-untyped-def]
         self.blocked = False
+        log.info("RabbitMQ unblocked this connection")
+        if self._hold_while_blocked:
+            self._pump()
 
     def _on_channel_closed(self, channel, reason) -> None:  # type: ignore[no-untyped-def]
         if not self._stopping:
@@ -160,7 +198,7 @@ class ConfirmingPublisher:
         self._unconfirmed.clear()
         if self._stopping:
             self._fail_everything(BrokerUnavailable("producer closed before confirms arrived"))
-            self._ioloop.stop()
+            self._halt()
             return
         if self._attempt + 1 >= self._retry.attempts:
             self._fail_everything(BrokerUnavailable(
@@ -169,12 +207,12 @@ class ConfirmingPublisher:
             ))
             self._attempt = 0
             # Keep trying in the background at the slowest pace: new writes may succeed.
-            self._ioloop.call_later(self._retry.cap_s, self._connect)
+            self._loop.call_later(self._retry.cap_s, self._connect)
             return
         delay = self._retry.delay(self._attempt)
         self._attempt += 1
         log.warning("producer lost RabbitMQ (%s); reconnecting in %.2fs", reason, delay)
-        self._ioloop.call_later(delay, self._connect)
+        self._loop.call_later(delay, self._connect)
 
     def _fail_everything(self, error: LiftlineError) -> None:
         for batch in [*self._resend, *self._waiting, *self._unconfirmed.values()]:
@@ -185,9 +223,16 @@ class ConfirmingPublisher:
         self._on_give_up(error)
 
     def _tick(self) -> None:
+        if self._halted:
+            return
         self._pump()
         self._expire()
-        self._ioloop.call_later(self._tick_s, self._tick)
+        self._loop.call_later(self._tick_s, self._tick)
+
+    def _linger_over(self) -> None:
+        self._linger_armed = False
+        if not self._halted:
+            self._pump(everything=True)
 
     def _expire(self) -> None:
         """Fail batches that waited longer than the confirm timeout (oldest first)."""
@@ -209,8 +254,10 @@ class ConfirmingPublisher:
             f"not confirmed within {self._settings.confirm_timeout_s}s; {why}"
         ))
 
-    def _pump(self) -> None:
-        self._waiting.extend(self._source(self._stopping))
+    def _pump(self, everything: bool = False) -> None:
+        self._waiting.extend(self._source(self._stopping or everything))
+        if self._hold_while_blocked and self.blocked and not self._stopping:
+            return
         if not self._ready or self._channel is None:
             if self._stopping and not self._waiting and not self._resend:
                 self._finish_stop()
@@ -283,5 +330,5 @@ class ConfirmingPublisher:
             conn.close()  # _on_closed stops the loop
         elif conn is None or conn.is_closed:
             self._fail_everything(BrokerUnavailable("producer closed"))
-            self._ioloop.stop()
+            self._halt()
         # else the connection is opening or closing: its callbacks end the loop

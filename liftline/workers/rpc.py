@@ -4,6 +4,10 @@ Request: ``{"k": key, "after": [partition, producer_id, seq] | None, "t": timeou
 Reply: ``{"ok": bool, "found": bool, "v": value, "ver": version, "p": partition,
 "off": applied offset, "err": message, "code": str}``. A read ``after`` a
 ticket waits, up to its timeout, until that write is applied.
+
+Ticket status: ``{"st": [partition, producer_id, seq], "t": timeout_ms}`` →
+``{"ok": true, "applied": bool, "p", "seq": the producer's watermark here,
+"off": applied offset}``; with ``t`` it waits until applied or the timeout.
 """
 
 from __future__ import annotations
@@ -52,7 +56,9 @@ class ReadServer:
             request = codec.unpack(body, max_bytes=MAX_REQUEST_BYTES)
             if not isinstance(request, dict):
                 raise InvalidMessage("request must be a map")
-            if "ks" in request:
+            if "st" in request:
+                _status_target(request["st"])
+            elif "ks" in request:
                 keys = request["ks"]
                 if not isinstance(keys, list) or len(keys) > MAX_KEYS_PER_READ:
                     raise InvalidMessage(f"ks must be a list of at most {MAX_KEYS_PER_READ} keys")
@@ -69,6 +75,12 @@ class ReadServer:
             return
         timeout_ms = min(int(request.get("t") or 0), MAX_WAIT_MS)
         deadline = time.monotonic() + timeout_ms / 1000.0
+        if "st" in request:
+            # A status asked without a wait is answered at once, applied or not.
+            if not self._status(props.reply_to, props.correlation_id, request,
+                                final=timeout_ms <= 0):
+                self._parked.append((deadline, props.reply_to, props.correlation_id, request))
+            return
         if not self._answer(props.reply_to, props.correlation_id, request, final=False):
             self._parked.append((deadline, props.reply_to, props.correlation_id, request))
 
@@ -77,7 +89,8 @@ class ReadServer:
             return
         still = []
         for deadline, reply_to, corr, request in self._parked:
-            if not self._answer(reply_to, corr, request, final=now >= deadline):
+            answer = self._status if "st" in request else self._answer
+            if not answer(reply_to, corr, request, final=now >= deadline):
                 still.append((deadline, reply_to, corr, request))
         self._parked = still
 
@@ -121,6 +134,23 @@ class ReadServer:
         })
         return True
 
+    def _status(self, reply_to: str, corr: str, request: dict[str, Any], final: bool) -> bool:
+        """Whether a ticket's write is applied here; False means 'park it' (not yet)."""
+        partition, producer, seq = _status_target(request["st"])
+        owned = self.worker.owned.get(partition)
+        if owned is None:
+            self._reply(reply_to, corr, {"ok": False, "code": "not_owner", "p": partition,
+                                         "err": f"partition {partition} is not held here"})
+            return True
+        applied = owned.store.applied(producer, seq)
+        if not applied and not final:
+            return False
+        self._reply(reply_to, corr, {
+            "ok": True, "applied": applied, "p": partition,
+            "seq": owned.store.watermarks.get(producer, 0), "off": owned.store.applied_offset,
+        })
+        return True
+
     def _many(self, keys: list[str]) -> dict[str, Any]:
         """Values of many keys: ``{"ok", "vals": [[found, value, version] | None …]}``.
 
@@ -148,3 +178,15 @@ class ReadServer:
             )
         except (pika.exceptions.AMQPError, OSError) as exc:
             log.warning("read reply failed: %r", exc)
+
+
+def _status_target(raw: Any) -> tuple[int, str, int]:
+    """(partition, producer_id, seq) of a status request; InvalidMessage otherwise."""
+    if not isinstance(raw, list) or len(raw) != 3:
+        raise InvalidMessage("st must be [partition, producer, seq]")
+    partition, producer, seq = raw
+    if (isinstance(partition, bool) or not isinstance(partition, int) or partition < 0
+            or not isinstance(producer, str) or not producer
+            or isinstance(seq, bool) or not isinstance(seq, int) or seq < 1):
+        raise InvalidMessage("st must be [partition >= 0, producer id, seq >= 1]")
+    return partition, producer, seq

@@ -1,0 +1,57 @@
+"""The Redis store on a real Redis: atomic flush, fencing, consistent load, cluster P."""
+
+from __future__ import annotations
+
+import pytest
+
+from liftline.errors import ConfigError, Fenced
+from liftline.store.memory import PartitionStore
+from liftline.store.redis_store import RedisStore
+
+
+def _store_with(writes: list[list], offset: int) -> PartitionStore:
+    store = PartitionStore(0)
+    store.apply_batch(offset, "prod", 1, writes)
+    return store
+
+
+def test_flush_from_an_older_epoch_is_refused_and_writes_nothing(redis_client, cluster_name):
+    rs = RedisStore(redis_client, cluster_name)
+    old_epoch, _ = rs.claim(0, "old")
+    rs.flush(_store_with([["set", "a", 1]], 0).take_flush(), old_epoch)
+    new_epoch, flushed = rs.claim(0, "new")
+    assert new_epoch == old_epoch + 1 and flushed == 0
+    late = PartitionStore(0)
+    late.load(*rs.load(0))
+    late.apply_batch(1, "prod", 2, [["set", "a", 99], ["set", "b", 2]])
+    with pytest.raises(Fenced):
+        rs.flush(late.take_flush(), old_epoch)
+    data, offset, watermarks = rs.load(0)
+    assert data == {"a": [1, 1]} and offset == 0 and watermarks == {"prod": 1}
+    # The successor's flush goes through.
+    rs.flush(_store_with([["set", "a", 5]], 1).take_flush(), new_epoch)
+    assert rs.load(0)[0]["a"] == [5, 1]
+
+
+def test_flush_writes_keys_deletes_watermarks_and_dead_letters_together(redis_client,
+                                                                         cluster_name):
+    rs = RedisStore(redis_client, cluster_name)
+    epoch, _ = rs.claim(3, "me")
+    store = PartitionStore(3)
+    writes = [["set", f"k{i}", i] for i in range(3000)] + [["incr", "k1", "x"]]
+    store.apply_batch(0, "p", 1, writes)
+    store.apply_batch(1, "p", 3002, [["delete", "k2", None]])
+    rs.flush(store.take_flush(), epoch)
+    data, offset, watermarks = rs.load(3)
+    assert offset == 1 and watermarks == {"p": 3002}
+    assert len(data) == 2999 and "k2" not in data and data["k1"] == [1, 1]
+    letters = rs.dead_letters(4)
+    assert len(letters) == 1 and letters[0]["partition"] == 3 and letters[0]["seq"] == 3001
+
+
+def test_a_client_with_another_partition_count_is_refused(redis_client, cluster_name):
+    rs = RedisStore(redis_client, cluster_name)
+    assert rs.ensure_cluster(16) == 16
+    assert rs.ensure_cluster(16) == 16
+    with pytest.raises(ConfigError, match="has 16 partitions"):
+        rs.ensure_cluster(8)
