@@ -12,6 +12,7 @@ from typing import Any
 
 from liftline.codec import BUILTIN_OPS
 from liftline.errors import ConfigError
+from liftline.jobs.spec import JobSpec
 
 Reducer = Callable[[Any, Any], Any]
 
@@ -22,7 +23,7 @@ class App:
     def __init__(self, name: str = "liftline") -> None:
         self.name = name
         self.reducers: dict[str, Reducer] = {}
-        self.jobs: dict[str, Any] = {}
+        self.jobs: dict[str, JobSpec] = {}
 
     def reducer(self, op: str) -> Callable[[Reducer], Reducer]:
         """Register ``fn(current, value) -> new`` as the write op ``op``.
@@ -38,6 +39,25 @@ class App:
 
         def register(fn: Reducer) -> Reducer:
             self.reducers[op] = fn
+            return fn
+
+        return register
+
+
+    def job(self, name: str, *, retries: int = 3, backoff: tuple[float, float] = (1.0, 60.0),
+            timeout: float | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register ``fn(ctx, **kwargs) -> result`` as the background job ``name``.
+
+        A failure (an exception, or no return within ``timeout`` seconds) is
+        retried up to ``retries`` times after exponential backoff with jitter
+        (``backoff`` = first delay, cap); then the job is dead. The result must
+        be msgpack-encodable; it is kept in Redis for ``job_result_ttl_s``.
+        """
+        if not name or len(name) > 64:
+            raise ConfigError("job names are 1-64 characters")
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self.jobs[name] = JobSpec(name, fn, retries, tuple(backoff), timeout)  # type: ignore[arg-type]
             return fn
 
         return register

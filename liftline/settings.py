@@ -63,6 +63,10 @@ class Settings:
     member_ttl_s: float = 5.0
     # Reads.
     rpc_timeout_s: float = 5.0
+    # Jobs.
+    job_result_ttl_s: int = 86_400
+    job_delivery_limit: int = 5
+    job_key_queues: int = 16
     # Local stack.
     data_dir: str = ".liftline"
     management_url: str = ""
@@ -91,7 +95,8 @@ class Settings:
             raise ConfigError(f"partitions={self.partitions}: must be 1..4096")
         if not 1 <= self.replicas <= 5:
             raise ConfigError(f"replicas={self.replicas}: must be 1..5")
-        for name in ("batch_max_writes", "batch_max_bytes", "flush_interval_ms",
+        for name in ("job_result_ttl_s", "job_delivery_limit", "job_key_queues",
+                     "batch_max_writes", "batch_max_bytes", "flush_interval_ms",
                      "flush_max_writes", "prefetch", "append_cap", "reconnect_attempts"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")

@@ -3,6 +3,7 @@ and waiting for the pipeline to drain. Import as ``from pipeline import …``.""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import signal
@@ -26,28 +27,25 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
+    """The environment for a worker process: every setting that differs from its default."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIFTLINE_")}
-    env.update(
-        LIFTLINE_AMQP_URL=settings.amqp_url,
-        LIFTLINE_REDIS_URL=settings.redis_url,
-        LIFTLINE_CLUSTER=settings.cluster,
-        LIFTLINE_PARTITIONS=str(settings.partitions),
-        LIFTLINE_FLUSH_INTERVAL_MS=str(settings.flush_interval_ms),
-        LIFTLINE_HEARTBEAT_S=str(settings.heartbeat_s),
-        LIFTLINE_MEMBER_TTL_S=str(settings.member_ttl_s),
-        LIFTLINE_REPLICAS=str(settings.replicas),
-        PYTHONPATH=str(REPO) + os.pathsep + str(REPO / "tests"),
-    )
+    defaults = Settings()
+    for f in dataclasses.fields(Settings):
+        value = getattr(settings, f.name)
+        if value != getattr(defaults, f.name) or f.name in ("amqp_url", "redis_url"):
+            env[f"LIFTLINE_{f.name.upper()}"] = str(value)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + str(REPO / "tests")
     return env
 
 
 class WorkerProcess:
     """A `liftline worker` subprocess; its log is kept for failure messages."""
 
-    def __init__(self, settings: Settings, log_dir: Path, *, app: str | None = None) -> None:
+    def __init__(self, settings: Settings, log_dir: Path, *, app: str | None = None,
+                 args: tuple[str, ...] = ()) -> None:
         self.settings = settings
         self.log_path = log_dir / f"worker-{os.urandom(3).hex()}.log"
-        argv = [sys.executable, "-m", "liftline", "worker", "-v"]
+        argv = [sys.executable, "-m", "liftline", "worker", "-v", *args]
         if app:
             argv += ["--app", app]
         with open(self.log_path, "wb") as out:
@@ -167,8 +165,9 @@ class Workers:
         self.log_dir = log_dir
         self.started: list[WorkerProcess] = []
 
-    def start(self, *, app: str | None = None, wait: bool = True) -> WorkerProcess:
-        worker = WorkerProcess(self.settings, self.log_dir, app=app)
+    def start(self, *, app: str | None = None, wait: bool = True,
+              args: tuple[str, ...] = ()) -> WorkerProcess:
+        worker = WorkerProcess(self.settings, self.log_dir, app=app, args=args)
         self.started.append(worker)
         if wait:
             worker.wait_registered(self.client)

@@ -25,14 +25,24 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--app", "app_spec", metavar="MODULE:ATTR",
-              help="The liftline.App with your reducers, e.g. myapp:app.")
+              help="The liftline.App with your reducers and jobs, e.g. myapp:app.")
+@click.option("--concurrency", type=click.IntRange(1, 1024), default=4, show_default=True,
+              help="Job handler threads (and the job prefetch).")
+@click.option("--jobs-only", is_flag=True, help="Run jobs only, no partition duty.")
+@click.option("--partitions-only", is_flag=True, help="Hold partitions only, run no jobs.")
 @connection_options
-def worker(settings: Settings, app_spec: str | None) -> None:
-    """Run a partition worker until SIGTERM (then flush, deregister, exit 0)."""
+def worker(settings: Settings, app_spec: str | None, concurrency: int, jobs_only: bool,
+           partitions_only: bool) -> None:
+    """Run a worker until SIGTERM: partition duty (apply, replicate, flush) and
+    background jobs. SIGTERM stops consuming, flushes, hands partitions over,
+    finishes running jobs and exits 0."""
     from liftline.workers.partition_worker import run_worker
 
+    if jobs_only and partitions_only:
+        raise click.UsageError("--jobs-only and --partitions-only exclude each other")
     app = load_app(app_spec) if app_spec else None
-    raise SystemExit(run_worker(settings, app))
+    raise SystemExit(run_worker(settings, app, partitions=not jobs_only,
+                                jobs=not partitions_only, concurrency=concurrency))
 
 
 for command in (put, incr, delete, merge, append, get, status, deadletters):
@@ -40,9 +50,13 @@ for command in (put, incr, delete, merge, append, get, status, deadletters):
 
 
 def _register_optional() -> None:
+    from liftline.cli.ingest import ingest
+    from liftline.cli.jobs import jobs
     from liftline.cli.up import up
 
     cli.add_command(up)
+    cli.add_command(ingest)
+    cli.add_command(jobs)
 
 
 _register_optional()

@@ -205,8 +205,32 @@ class Worker:
         }
 
 
-def run_worker(settings: Settings, app: App | None = None) -> int:
-    """Run one worker in this process until SIGTERM; returns the exit code."""
-    worker = Worker(settings, app)
+def run_worker(settings: Settings, app: App | None = None, *, partitions: bool = True,
+               jobs: bool = True, concurrency: int = 4) -> int:
+    """Run partition duty and/or the job runner in this process until SIGTERM.
+
+    Order of a graceful stop: the partition worker stops consuming, flushes and
+    deregisters; the job runner stops taking jobs and finishes (or hands back)
+    the running ones; exit 0.
+    """
+    from liftline.jobs.runner import JobRunner
+
+    app = app or App()
+    member_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+    runner = JobRunner(settings, app, member_id, concurrency=concurrency) if jobs else None
+    if not partitions:
+        assert runner is not None
+        signal.signal(signal.SIGTERM, runner.request_stop)
+        signal.signal(signal.SIGINT, runner.request_stop)
+        settings.log_start(f"job worker {member_id}")
+        runner.run()
+        return 0
+    worker = Worker(settings, app, member_id)
     worker.install_signal_handlers()
-    return worker.run()
+    if runner is not None:
+        runner.start()
+    try:
+        return worker.run()
+    finally:
+        if runner is not None:
+            runner.stop()

@@ -1,0 +1,5 @@
+"""Background jobs on the same cluster: quorum queues, retries, dead letters, results.
+
+Import what you need from the submodules: ``liftline.jobs.client`` (JobClient,
+JobHandle), ``liftline.jobs.spec`` (JobContext), ``liftline.jobs.runner``.
+"""

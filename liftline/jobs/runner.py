@@ -1,0 +1,297 @@
+"""The job runner: consumes job queues on its own connection and thread.
+
+Handlers run in a thread pool of ``concurrency``; the runner thread alone
+touches pika. A job is acked only after its outcome is recorded: its result
+in Redis, its retry published (confirmed) to a delay queue, or its dead letter
+published (confirmed). A crash before that redelivers it (at least once); a job
+that already succeeded is not run again.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import logging
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+import pika.exceptions
+
+from liftline import codec
+from liftline.app import App
+from liftline.errors import BrokerUnavailable, InvalidMessage, InvalidWrite, StoreUnavailable
+from liftline.jobs import topology
+from liftline.jobs.spec import Job, JobContext, JobSpec
+from liftline.jobs.status import JobStatus
+from liftline.queue.confirms import ConfirmedChannel
+from liftline.queue.connection import connect_blocking
+from liftline.settings import Settings
+from liftline.store.redis_store import connect
+
+log = logging.getLogger(__name__)
+_PROPS = dict(delivery_mode=2, content_type="application/x-msgpack")
+
+
+@dataclass
+class _Running:
+    job: Job
+    spec: JobSpec
+    channel: Any
+    tag: int
+    future: cf.Future[Any] | None
+    deadline: float | None
+    keyed: bool
+    retry_at: float = 0.0
+
+
+class JobRunner:
+    """Runs the App's jobs until stopped."""
+
+    def __init__(self, settings: Settings, app: App, member_id: str, *,
+                 concurrency: int = 4, grace_s: float = 30.0) -> None:
+        self.settings = settings
+        self.app = app
+        self.member_id = member_id
+        self.concurrency = concurrency
+        self.grace_s = grace_s
+        self.names = topology.JobNames(settings.cluster)
+        self._redis = connect(settings.redis_url)
+        self.status = JobStatus(self._redis, settings.cluster, settings.job_result_ttl_s)
+        self._pool = cf.ThreadPoolExecutor(max_workers=concurrency,
+                                           thread_name_prefix="liftline-job")
+        self._running: list[_Running] = []
+        self._delays: set[int] = set()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self.run, name="liftline-jobs", daemon=True)
+        self._pub: ConfirmedChannel | None = None
+        self._channels: list[Any] = []
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def request_stop(self, *_args: object) -> None:
+        self._stopping.set()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout or self.grace_s + 10)
+
+    def run(self) -> None:
+        """Serve until stopped, reconnecting with bounded backoff after failures."""
+        while not self._stopping.is_set():
+            try:
+                self._serve()
+            except (pika.exceptions.AMQPError, OSError, BrokerUnavailable,
+                    StoreUnavailable) as exc:
+                if self._stopping.is_set():
+                    break
+                log.warning("job runner lost a server (%r); reconnecting", exc)
+                self._running.clear()
+                self._stopping.wait(self.settings.reconnect_backoff_s)
+            except Exception:
+                # Anything else (a refused publish, a Redis error) must not end
+                # the runner: unacked jobs come back when the connection closes.
+                log.exception("job runner failed; reconnecting")
+                # Unacked jobs come back from RabbitMQ; forget our copies.
+                self._running.clear()
+                self._stopping.wait(self.settings.reconnect_backoff_s)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._redis.close()
+
+    def _serve(self) -> None:
+        conn = connect_blocking(self.settings, name=f"liftline-jobs-{self.member_id}")
+        try:
+            topology.declare(conn.channel(), self.settings)
+            self._pub = ConfirmedChannel(conn)
+            self._delays.clear()
+            self._channels = []
+            work = conn.channel()
+            work.basic_qos(prefetch_count=self.concurrency)
+            work.basic_consume(self.names.queue, self._deliver(keyed=False))
+            self._channels.append(work)
+            for n in range(self.settings.job_key_queues):
+                keyed = conn.channel()
+                keyed.basic_qos(prefetch_count=1)  # one job at a time per key queue
+                keyed.basic_consume(self.names.keyed(n), self._deliver(keyed=True))
+                self._channels.append(keyed)
+            intake = conn.channel()
+            intake.basic_qos(prefetch_count=50)
+            intake.basic_consume(self.names.intake, self._on_dead_intake)
+            self._channels.append(intake)
+            while not self._stopping.is_set():
+                conn.process_data_events(time_limit=0.02)
+                self._settle()
+            self._drain(conn)
+        finally:
+            with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+                if conn.is_open:
+                    conn.close()
+
+    def _drain(self, conn: pika.BlockingConnection) -> None:
+        """Graceful stop: no new deliveries; finish (or give back) what is running."""
+        for channel in self._channels:
+            with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+                for tag in list(channel.consumer_tags):
+                    channel.basic_cancel(tag)
+        deadline = time.monotonic() + self.grace_s
+        while self._running and time.monotonic() < deadline:
+            conn.process_data_events(time_limit=0.05)
+            self._settle(stopping=True)
+
+    # -- deliveries ----------------------------------------------------------
+    def _deliver(self, keyed: bool) -> Any:
+        def on_message(channel: Any, method: Any, props: Any, body: bytes) -> None:
+            self._start(channel, method.delivery_tag, props, body, keyed)
+        return on_message
+
+    def _start(self, channel: Any, tag: int, props: Any, body: bytes, keyed: bool) -> None:
+        try:
+            job = Job.unpack(body)
+        except InvalidMessage as exc:
+            self._to_dead(body, props.message_id or "?", "?", 0, f"malformed job: {exc}", "")
+            channel.basic_ack(tag)
+            return
+        spec = self.app.jobs.get(job.name)
+        try:
+            if spec is None:
+                raise InvalidWrite(f"unknown job {job.name!r}")
+            spec.check_args(job.args)
+        except InvalidWrite as exc:
+            self._to_dead(body, job.id, job.name, job.attempt, str(exc), "")
+            channel.basic_ack(tag)
+            return
+        record = self.status.get(job.id)
+        if record is not None and record["state"] in ("succeeded", "dead"):
+            log.info("job %s already %s; skipping a repeat delivery", job.id, record["state"])
+            channel.basic_ack(tag)
+            return
+        self.status.set(job.id, job.name, "running", attempt=job.attempt, counter="started",
+                        worker=self.member_id)
+        run = _Running(job, spec, channel, tag, None, None, keyed)
+        self._submit(run)
+        self._running.append(run)
+
+    def _submit(self, run: _Running) -> None:
+        spec, job = run.spec, run.job
+        run.deadline = time.monotonic() + spec.timeout if spec.timeout else None
+        ctx = JobContext(job.id, job.name, job.attempt, job.key, job.enqueued_at,
+                         None if spec.timeout is None else time.time() + spec.timeout)
+        run.future = self._pool.submit(spec.fn, ctx, **job.args)
+
+    # -- outcomes ----------------------------------------------------------
+    def _settle(self, stopping: bool = False) -> None:
+        now = time.monotonic()
+        still: list[_Running] = []
+        for run in self._running:
+            if run.future is None:  # a keyed job waiting for its retry
+                if now >= run.retry_at and not stopping:
+                    self.status.set(run.job.id, run.job.name, "running", attempt=run.job.attempt,
+                                    counter="started", worker=self.member_id)
+                    self._submit(run)
+                elif stopping:
+                    # Give it back: it will run again, in order, elsewhere.
+                    with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+                        run.channel.basic_nack(run.tag, requeue=True)
+                    continue
+                still.append(run)
+                continue
+            if run.future.done():
+                error = run.future.exception()
+                if error is None:
+                    self._succeeded(run, run.future.result())
+                else:
+                    self._failed(run, error)
+            elif run.deadline is not None and now > run.deadline:
+                run.future.cancel()  # a thread cannot be stopped; it is abandoned
+                self._failed(run, TimeoutError(f"no result within {run.spec.timeout}s"))
+            else:
+                still.append(run)
+                continue
+            if run.future is None:  # scheduled for a keyed retry
+                still.append(run)
+        self._running = still
+
+    def _succeeded(self, run: _Running, result: Any) -> None:
+        try:
+            codec.pack(result)
+        except InvalidWrite as exc:
+            self._failed(run, exc)
+            return
+        self.status.set(run.job.id, run.job.name, "succeeded", attempt=run.job.attempt,
+                        counter="succeeded", result=result, error=None)
+        run.channel.basic_ack(run.tag)
+
+    def _failed(self, run: _Running, error: BaseException) -> None:
+        job, spec = run.job, run.spec
+        text = f"{type(error).__name__}: {error}"
+        tb = "".join(traceback.format_exception(error))[-8000:]
+        self.status.set(job.id, job.name, "failed", attempt=job.attempt, counter="failed",
+                        error=text)
+        if job.attempt > spec.retries:
+            self._to_dead(job.pack(), job.id, job.name, job.attempt,
+                          f"failed after {job.attempt} attempt(s): {text}", tb)
+            run.channel.basic_ack(run.tag)
+            return
+        delay = spec.delay(job.attempt)
+        self.status.set(job.id, job.name, "retrying", attempt=job.attempt, error=text,
+                        retry_in=round(delay, 3))
+        job.attempt += 1
+        if run.keyed:
+            # Retry in place, holding the key's queue: later jobs of the key wait.
+            run.future = None
+            run.retry_at = time.monotonic() + delay
+            return
+        assert self._pub is not None
+        ms = topology.delay_step(delay)
+        if ms not in self._delays:
+            topology.declare_delay(self._pub.channel, self.names, ms)
+            self._delays.add(ms)
+        self._pub.publish("", self.names.delay(ms), job.pack(),
+                          pika.BasicProperties(message_id=job.id, **_PROPS))
+        self._pub.wait(self.settings.confirm_timeout_s)
+        run.channel.basic_ack(run.tag)
+
+    def _to_dead(self, body: bytes, job_id: str, name: str, attempts: int, error: str,
+                 tb: str) -> None:
+        """Send a job to the dead-letter intake with why (confirmed before the ack)."""
+        assert self._pub is not None
+        log.warning("job %s (%s) is dead: %s", job_id, name, error)
+        headers = {"x-liftline-error": error[:2000], "x-liftline-traceback": tb,
+                   "x-liftline-attempts": attempts, "x-liftline-job": name}
+        self._pub.publish(self.names.dlx, "", body,
+                          pika.BasicProperties(message_id=job_id, headers=headers, **_PROPS))
+        self._pub.wait(self.settings.confirm_timeout_s)
+
+    def _on_dead_intake(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
+        """Record a dead job in Redis and park it in the dead-letter queue."""
+        headers = dict(props.headers or {})
+        job_id, name, attempts = props.message_id or "?", "?", 0
+        with contextlib.suppress(InvalidMessage):
+            job = Job.unpack(body)
+            job_id, name, attempts = job.id, job.name, job.attempt
+        error = headers.get("x-liftline-error")
+        if error is None:  # dead-lettered by RabbitMQ itself
+            reason = headers.get("x-first-death-reason", "unknown")
+            count = headers.get("x-delivery-count", self.settings.job_delivery_limit)
+            error = (f"crashed or lost its worker {count} times (delivery limit)"
+                     if reason == "delivery_limit" else f"dead-lettered by RabbitMQ: {reason}")
+            if isinstance(error, bytes):
+                error = error.decode(errors="replace")
+        headers.update({"x-liftline-error": error, "x-liftline-job": name,
+                        "x-liftline-attempts": headers.get("x-liftline-attempts", attempts),
+                        "x-liftline-dead-at-ms": int(time.time() * 1000)})
+        if job_id != "?":
+            self.status.set(job_id, name, "dead", attempt=int(headers["x-liftline-attempts"]),
+                            counter="dead", error=error,
+                            traceback=headers.get("x-liftline-traceback", ""))
+        assert self._pub is not None
+        self._pub.publish("", self.names.dead, body,
+                          pika.BasicProperties(message_id=job_id, headers=headers, **_PROPS))
+        self._pub.wait(self.settings.confirm_timeout_s)
+        channel.basic_ack(method.delivery_tag)

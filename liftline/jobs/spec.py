@@ -1,0 +1,118 @@
+"""Job definitions, the context a handler gets, and the job envelope on the wire."""
+
+from __future__ import annotations
+
+import inspect
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from liftline import codec
+from liftline.errors import ConfigError, InvalidMessage, InvalidWrite
+
+MAX_JOB_BYTES = 256 * 1024
+MAX_JOB_ID = 128
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A registered job: its handler and retry policy."""
+
+    name: str
+    fn: Callable[..., Any]
+    retries: int = 3
+    backoff: tuple[float, float] = (1.0, 60.0)  # first delay, cap (seconds)
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.retries < 0:
+            raise ConfigError(f"job {self.name!r}: retries must be >= 0")
+        low, high = self.backoff
+        if not 0 <= low <= high:
+            raise ConfigError(f"job {self.name!r}: backoff must be (first, cap) with 0 <= first <= cap")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigError(f"job {self.name!r}: timeout must be > 0")
+
+    def delay(self, attempt: int) -> float:
+        """Delay before attempt ``attempt + 1`` (``attempt`` ≥ 1 failed): exponential,
+        capped, with full jitter in [ceiling/2, ceiling]."""
+        low, high = self.backoff
+        ceiling = min(high, low * 2 ** min(attempt - 1, 60))
+        return random.uniform(ceiling / 2, ceiling)
+
+    def check_args(self, kwargs: dict[str, Any]) -> None:
+        """InvalidWrite if the handler cannot be called with these keyword arguments."""
+        try:
+            inspect.signature(self.fn).bind(None, **kwargs)
+        except TypeError as exc:
+            raise InvalidWrite(f"job {self.name!r}: arguments do not match: {exc}") from exc
+
+
+@dataclass
+class JobContext:
+    """What a handler gets as its first argument."""
+
+    job_id: str
+    name: str
+    attempt: int
+    key: str | None
+    enqueued_at: float
+    deadline: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Job:
+    """One job message: what to run, with what, and which attempt this is."""
+
+    id: str
+    name: str
+    args: dict[str, Any]
+    key: str | None = None
+    attempt: int = 1
+    enqueued_at: float = field(default_factory=time.time)
+
+    def pack(self) -> bytes:
+        body = codec.pack({"v": 1, "id": self.id, "n": self.name, "a": self.args,
+                           "k": self.key, "t": self.attempt, "e": self.enqueued_at})
+        if len(body) > MAX_JOB_BYTES:
+            raise InvalidWrite(f"job payload is {len(body)} bytes; the limit is {MAX_JOB_BYTES}")
+        return body
+
+    @classmethod
+    def unpack(cls, body: bytes) -> Job:
+        obj = codec.unpack(body, max_bytes=MAX_JOB_BYTES)
+        if not isinstance(obj, dict) or obj.get("v") != 1:
+            raise InvalidMessage("not a liftline job (expected a map with v=1)")
+        job_id, name, args = obj.get("id"), obj.get("n"), obj.get("a")
+        if not isinstance(job_id, str) or not 0 < len(job_id) <= MAX_JOB_ID:
+            raise InvalidMessage("job id must be a string of 1-128 chars")
+        if not isinstance(name, str) or not name:
+            raise InvalidMessage("job name must be a non-empty string")
+        if not isinstance(args, dict):
+            raise InvalidMessage("job arguments must be a map")
+        key, attempt = obj.get("k"), obj.get("t", 1)
+        if key is not None and not isinstance(key, str):
+            raise InvalidMessage("job key must be a string")
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
+            raise InvalidMessage("job attempt must be an int >= 1")
+        return cls(job_id, name, args, key, attempt, float(obj.get("e") or time.time()))
+
+
+def new_job(name: str, args: dict[str, Any], key: str | None, job_id: str | None) -> Job:
+    """A validated job (InvalidWrite for a bad id, key, or arguments that cannot be encoded)."""
+    if job_id is not None and (not isinstance(job_id, str) or not 0 < len(job_id) <= MAX_JOB_ID):
+        raise InvalidWrite("job_id must be a string of 1-128 characters")
+    if key is not None:
+        codec.check_key(key)
+    if not isinstance(name, str) or not name or len(name) > 64:
+        raise InvalidWrite("job name must be a string of 1-64 characters")
+    for value in args.values():
+        if codec.depth(value) > codec.MAX_DEPTH:
+            raise InvalidWrite(f"job arguments are nested deeper than {codec.MAX_DEPTH} levels")
+    job = Job(job_id or uuid.uuid4().hex, name, dict(args), key)
+    job.pack()  # size check
+    return job

@@ -1,0 +1,132 @@
+"""Job status, results and counters in Redis."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+from liftline import codec
+from liftline.errors import StoreError, StoreUnavailable
+
+TERMINAL = ("succeeded", "dead")
+_PENDING_TTL_S = 7 * 86_400
+
+# Create the record only if the id is new: idempotent enqueue.
+_CREATE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'queued', 'name', ARGV[1], 'attempt', 0,
+           'updated', ARGV[2], 'key', ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('HINCRBY', KEYS[2], 'enqueued', 1)
+return 1
+"""
+
+
+def _wrap(exc: redis.RedisError) -> StoreError:
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return StoreUnavailable(f"Redis unreachable: {exc}")
+    return StoreError(f"Redis error: {exc}")
+
+
+class JobStatus:
+    """Reads and writes ``ll:<cluster>:job:<id>`` records and per-name counters."""
+
+    def __init__(self, client: redis.Redis, cluster: str, result_ttl_s: int) -> None:
+        self.client = client
+        self.cluster = cluster
+        self.result_ttl_s = result_ttl_s
+        self._create = client.register_script(_CREATE_LUA)
+
+    def key(self, job_id: str) -> str:
+        return f"ll:{self.cluster}:job:{job_id}"
+
+    def stats_key(self, name: str) -> str:
+        return f"ll:{self.cluster}:jobstats:{name}"
+
+    @property
+    def names_key(self) -> str:
+        return f"ll:{self.cluster}:jobnames"
+
+    def create(self, job_id: str, name: str, key: str | None) -> bool:
+        """Record a new queued job; False if the id is already known."""
+        try:
+            self.client.sadd(self.names_key, name)
+            return bool(self._create(keys=[self.key(job_id), self.stats_key(name)],
+                                     args=[name, time.time(), key or "", _PENDING_TTL_S]))
+        except redis.RedisError as exc:
+            raise _wrap(exc) from exc
+
+    def forget(self, job_id: str) -> None:
+        try:
+            self.client.delete(self.key(job_id))
+        except redis.RedisError as exc:
+            raise _wrap(exc) from exc
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        try:
+            raw = self.client.hgetall(self.key(job_id))
+        except redis.RedisError as exc:
+            raise _wrap(exc) from exc
+        if not raw:
+            return None
+        rec: dict[str, Any] = {k.decode(): v for k, v in raw.items()}
+        out: dict[str, Any] = {"id": job_id}
+        for field in ("state", "name", "error", "traceback", "key", "worker"):
+            if field in rec:
+                out[field] = rec[field].decode(errors="replace")
+        out["attempt"] = int(rec.get("attempt", 0))
+        out["updated"] = float(rec.get("updated", 0))
+        if "result" in rec:
+            out["result"] = codec.unpack(rec["result"])
+        return out
+
+    def set(self, job_id: str, name: str, state: str, *, attempt: int, counter: str | None = None,
+            **fields: Any) -> None:
+        """Move a job to ``state``; terminal states expire after the result TTL."""
+        mapping: dict[str, Any] = {"state": state, "attempt": attempt, "updated": time.time(),
+                                   "name": name}
+        for k, v in fields.items():
+            mapping[k] = codec.pack(v) if k == "result" else ("" if v is None else str(v))
+        ttl = self.result_ttl_s if state in TERMINAL else _PENDING_TTL_S
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(self.key(job_id), mapping=mapping)
+            pipe.expire(self.key(job_id), ttl)
+            if counter:
+                pipe.hincrby(self.stats_key(name), counter, 1)
+                if counter == "succeeded":
+                    minute = int(time.time() // 60)
+                    rate_key = f"ll:{self.cluster}:jobrate:{name}:{minute}"
+                    pipe.incr(rate_key)
+                    pipe.expire(rate_key, 180)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise _wrap(exc) from exc
+
+    def stats(self) -> list[dict[str, Any]]:
+        """Per job name: enqueued, started, succeeded, failed attempts, dead, rate/s."""
+        try:
+            names = sorted(n.decode() for n in self.client.smembers(self.names_key))
+            out = []
+            minute = int(time.time() // 60)
+            for name in names:
+                raw = {k.decode(): int(v) for k, v in
+                       self.client.hgetall(self.stats_key(name)).items()}
+                last = int(self.client.get(f"ll:{self.cluster}:jobrate:{name}:{minute - 1}") or 0)
+                now = int(self.client.get(f"ll:{self.cluster}:jobrate:{name}:{minute}") or 0)
+                done = raw.get("succeeded", 0)
+                dead = raw.get("dead", 0)
+                running = max(0, raw.get("started", 0) - done - raw.get("failed", 0))
+                out.append({
+                    "name": name, "enqueued": raw.get("enqueued", 0),
+                    "queued": max(0, raw.get("enqueued", 0) + raw.get("replayed", 0)
+                                  - done - dead - running),
+                    "running": running, "succeeded": done,
+                    "failed_attempts": raw.get("failed", 0), "dead": dead,
+                    "rate_per_s": round((last + now) / (60 + time.time() % 60), 2),
+                })
+            return out
+        except redis.RedisError as exc:
+            raise _wrap(exc) from exc

@@ -1,0 +1,92 @@
+"""RabbitMQ objects for jobs.
+
+- ``liftline.<c>.jobs``: quorum queue for jobs without a key (competing consumers);
+- ``liftline.<c>.jobs.k<n>``: quorum queues for keyed jobs, single active consumer,
+  one delivery at a time: jobs of one key run one after another, in order;
+- ``liftline.<c>.jobs.delay.<ms>``: classic queues with a queue TTL that
+  dead-letter back into the jobs queue (retry backoff); the delays form a
+  ladder so a message never waits behind a longer one;
+- ``liftline.<c>.jobs.dlx`` (fanout) → ``…jobs.dead-intake``: where RabbitMQ puts
+  a job past ``x-delivery-limit`` (a crash loop) and where workers put a job out
+  of retries; workers record each in Redis and park it in ``…jobs.dead``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from liftline.settings import Settings
+
+# Delay ladder: 50 ms · 1.25ⁿ up to about an hour.
+_LADDER = sorted({int(50 * 1.25**n) for n in range(0, 50) if 50 * 1.25**n <= 3_600_000})
+
+
+class JobNames:
+    def __init__(self, cluster: str) -> None:
+        base = f"liftline.{cluster}.jobs"
+        self.exchange = base
+        self.queue = base
+        self.dlx = f"{base}.dlx"
+        self.intake = f"{base}.dead-intake"
+        self.dead = f"{base}.dead"
+        self._base = base
+
+    def keyed(self, n: int) -> str:
+        return f"{self._base}.k{n}"
+
+    def delay(self, ms: int) -> str:
+        return f"{self._base}.delay.{ms}"
+
+
+def delay_step(seconds: float) -> int:
+    """The longest ladder delay (ms) not above ``seconds``: a retry never comes early
+    by more than 20%, and never late."""
+    ms = seconds * 1000
+    best = _LADDER[0]
+    for step in _LADDER:
+        if step <= ms:
+            best = step
+        else:
+            break
+    return best
+
+
+def key_queue(key: str, settings: Settings) -> int:
+    from liftline.partitioning import partition_for
+
+    return partition_for(key, settings.job_key_queues)
+
+
+def declare(channel: Any, settings: Settings) -> JobNames:
+    """Declare every jobs queue and exchange (idempotent)."""
+    names = JobNames(settings.cluster)
+    work_args = {"x-queue-type": "quorum", "x-delivery-limit": settings.job_delivery_limit,
+                 "x-dead-letter-exchange": names.dlx}
+    channel.exchange_declare(names.exchange, exchange_type="direct", durable=True)
+    channel.exchange_declare(names.dlx, exchange_type="fanout", durable=True)
+    channel.queue_declare(names.queue, durable=True, arguments=work_args)
+    channel.queue_bind(names.queue, names.exchange, routing_key="any")
+    for n in range(settings.job_key_queues):
+        channel.queue_declare(names.keyed(n), durable=True,
+                              arguments={**work_args, "x-single-active-consumer": True})
+        channel.queue_bind(names.keyed(n), names.exchange, routing_key=f"k{n}")
+    channel.queue_declare(names.intake, durable=True, arguments={"x-queue-type": "quorum"})
+    channel.queue_bind(names.intake, names.dlx)
+    channel.queue_declare(names.dead, durable=True, arguments={"x-queue-type": "quorum"})
+    return names
+
+
+def declare_delay(channel: Any, names: JobNames, ms: int) -> str:
+    """The delay queue for ``ms`` (declared on first use)."""
+    queue = names.delay(ms)
+    channel.queue_declare(queue, durable=True, arguments={
+        "x-message-ttl": ms, "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": names.queue,
+        # An idle delay queue disappears after a day.
+        "x-expires": max(ms * 4, 86_400_000),
+    })
+    return queue
+
+
+assert math.isfinite(_LADDER[-1])

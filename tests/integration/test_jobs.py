@@ -1,0 +1,151 @@
+"""Background jobs on real RabbitMQ and Redis, run by real worker processes."""
+
+from __future__ import annotations
+
+import pika
+import pytest
+from helpers import wait_until
+
+from liftline.errors import InvalidWrite, NotFound, Timeout
+from liftline.jobs.client import JobClient, JobFailed
+from liftline.jobs.dead import list_dead, replay
+from liftline.jobs.topology import JobNames
+
+APP = "jobapp:app"
+
+
+@pytest.fixture
+def job_settings(settings):
+    return settings.replace(job_result_ttl_s=3, job_delivery_limit=2, job_key_queues=4)
+
+
+@pytest.fixture
+def client(job_settings):
+    import jobapp
+
+    with JobClient(job_settings, jobapp.app) as c:
+        yield c
+
+
+@pytest.fixture
+def job_workers(job_settings, redis_client, tmp_path):
+    from pipeline import Workers
+
+    pool = Workers(job_settings, redis_client, tmp_path)
+    try:
+        yield pool
+    finally:
+        pool.stop_all()
+
+
+def test_success_result_and_expiry(client, job_workers):
+    job_workers.start(app=APP)
+    handle = client.enqueue("echo", value=[1, "two"])
+    assert handle.result(timeout=20) == {"value": [1, "two"], "attempt": 1, "job_id": handle.id}
+    assert handle.status()["state"] == "succeeded"
+    # Results expire after job_result_ttl_s (3 s here).
+    wait_until(lambda: client.status.get(handle.id) is None, 10, message="result expiry")
+    with pytest.raises(NotFound):
+        handle.result(timeout=1)
+
+
+def test_fails_twice_then_succeeds_with_bounded_backoff(client, job_workers, redis_client):
+    job_workers.start(app=APP)
+    handle = client.enqueue("flaky", log="flaky1")
+    assert handle.result(timeout=30) == 3
+    runs = [x.decode().split(":") for x in redis_client.lrange("ll-test:flaky1", 0, -1)]
+    assert [int(a) for a, _ in runs] == [1, 2, 3]
+    times = [float(t) for _, t in runs]
+    # Delay before attempt n+1 is in [ceiling/2, ceiling], ceiling = min(1.0, 0.2·2^(n-1)),
+    # rounded down to the delay ladder (at most 20% early), plus delivery time.
+    for n, (before, after) in enumerate(zip(times, times[1:], strict=False), start=1):
+        ceiling = min(1.0, 0.2 * 2 ** (n - 1))
+        assert 0.8 * ceiling / 2 <= after - before <= ceiling + 1.0, (n, after - before)
+    record = handle.status()
+    assert record["attempt"] == 3 and record["state"] == "succeeded"
+
+
+def test_always_failing_job_goes_dead_and_can_be_replayed(client, job_settings, job_workers,
+                                                          redis_client):
+    job_workers.start(app=APP)
+    handle = client.enqueue("until_fixed", flag="fix1")
+    with pytest.raises(JobFailed, match="after 3 attempt"):
+        handle.result(timeout=30)
+    assert redis_client.lrange("ll-test:fix1:runs", 0, -1) == [b"1", b"2", b"3"]
+    dead = wait_until(lambda: [d for d in list_dead(job_settings) if d["id"] == handle.id], 10)
+    assert dead[0]["job"] == "until_fixed" and "not fixed yet" in dead[0]["error"]
+    assert dead[0]["attempts"] == 3
+    redis_client.set("ll-test:fix1", 1)
+    assert replay(job_settings, [handle.id]) == [handle.id]
+    assert handle.result(timeout=30) == "fixed"
+    assert not [d for d in list_dead(job_settings) if d["id"] == handle.id]
+
+
+def test_a_timeout_counts_as_a_failure(client, job_workers):
+    job_workers.start(app=APP)
+    handle = client.enqueue("slow")
+    with pytest.raises(JobFailed, match="no result within 0.5s"):
+        handle.result(timeout=20)
+
+
+def test_keyed_jobs_run_strictly_in_order_per_key(client, job_workers, redis_client):
+    for _ in range(4):
+        job_workers.start(app=APP, args=("--concurrency", "8"))
+    jobs = [("ordered", {"group": f"g{n % 10}", "n": n}, f"key{n % 10}", None)
+            for n in range(1000)]
+    handles = []
+    for start in range(0, 1000, 200):
+        handles += client.enqueue_many(jobs[start:start + 200])
+    for handle in handles:
+        handle.result(timeout=60)
+    for k in range(10):
+        got = [int(x) for x in redis_client.lrange(f"ll-test:g{k}", 0, -1)]
+        assert got == list(range(k, 1000, 10)), f"key{k} out of order"
+
+
+def test_idempotent_enqueue_runs_once(client, job_workers):
+    job_workers.start(app=APP)
+    first = client.enqueue("echo", job_id="order-42", value=1)
+    again = client.enqueue("echo", job_id="order-42", value=2)
+    assert first.created and not again.created
+    assert again.result(timeout=20)["value"] == 1
+
+
+def test_bad_input_is_refused_or_dead_lettered(client, job_settings, job_workers):
+    job_workers.start(app=APP)
+    with pytest.raises(InvalidWrite, match="unknown job"):
+        client.enqueue("no_such_job")
+    with pytest.raises(InvalidWrite, match="arguments do not match"):
+        client.enqueue("echo", wrong=1)
+    with pytest.raises(InvalidWrite, match="limit"):
+        client.enqueue("echo", value="x" * 300_000)
+    # A client without the app cannot check; the worker dead-letters instead.
+    with JobClient(job_settings) as blind:
+        unknown = blind.enqueue("no_such_job")
+        mismatch = blind.enqueue("echo", wrong=1)
+    conn = pika.BlockingConnection(pika.URLParameters(job_settings.amqp_url))
+    try:
+        ch = conn.channel()
+        ch.confirm_delivery()
+        ch.basic_publish(JobNames(job_settings.cluster).exchange, "any", b"\xc1 not msgpack",
+                         properties=pika.BasicProperties(message_id="garbage-1"))
+    finally:
+        conn.close()
+    ok = client.enqueue("echo", value="still fine")
+    assert ok.result(timeout=20)["value"] == "still fine"
+    for handle, why in ((unknown, "unknown job"), (mismatch, "arguments do not match")):
+        with pytest.raises(JobFailed, match=why):
+            handle.result(timeout=20)
+
+    def three_dead():
+        dead = {d["id"]: d for d in list_dead(job_settings)}
+        return dead if {unknown.id, mismatch.id, "garbage-1"} <= set(dead) else None
+
+    dead = wait_until(three_dead, 20, message="three dead letters")
+    assert "malformed job" in dead["garbage-1"]["error"]
+
+
+def test_result_timeout_raises_timeout(client):
+    handle = client.enqueue("echo", value=1)  # no worker running
+    with pytest.raises(Timeout):
+        handle.result(timeout=0.3)
