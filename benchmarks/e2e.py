@@ -148,11 +148,21 @@ def _run(ctx: Context, mode: str, offered: int | None) -> None:
             if worker.proc.poll() is not None:
                 raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
             time.sleep(0.05)
-        ctx.results.cpu[f"e2e {mode}"] = meter.stop()
+        cpu = ctx.results.cpu[f"e2e {mode}"] = meter.stop()
         sampler.halt.set()
         sampler.join(5)
         if sampler.error is not None:
             raise sampler.error
+        # Stream messages the worker applied (its report is at most one heartbeat old).
+        time.sleep(settings.heartbeat_s + 0.3)
+        record = worker.member(client) or {"partitions": {}}
+        messages = sum(int(r["applied"]) + 1 for r in record["partitions"].values())
+        out["stream_messages"] = messages
+        out["writes_per_message"] = round(sum(tracker.submitted_seq) / messages, 1) \
+            if messages else None
+        if messages and "rabbitmq" in cpu:
+            out["rabbitmq_cpu_ms_per_message"] = round(
+                cpu["rabbitmq"] * cpu["wall_s"] / messages * 1000, 3)
         duration = ended - began
         drain_s = None if covered_at is None else max(0.0, covered_at - ended)
         total = sum(wanted)
@@ -241,6 +251,11 @@ def _figures(ctx: Context, mode: str, offered: int | None, out: dict[str, Any]) 
             out["confirmed_per_s"], "writes/s", compare_to_redis=True)
     add(scenario, "flushed", "applied + flushed writes/s (start → Redis covers all)",
         out["flushed_per_s"], "writes/s", compare_to_redis=True)
+    add(scenario, "batch_size", "writes per stream message (producer batching)",
+        out.get("writes_per_message"), "writes")
+    if out.get("rabbitmq_cpu_ms_per_message") is not None:
+        add(scenario, "rabbitmq_cpu", "RabbitMQ CPU per stream message",
+            out["rabbitmq_cpu_ms_per_message"], "ms")
     add(scenario, "lag_end", "worker lag when producing stopped (confirmed − flushed)",
         out["lag_at_end"], "writes")
     add(scenario, "lag_max", "worker lag, highest per-second sample", out["lag_max"], "writes")

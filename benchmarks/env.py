@@ -232,6 +232,7 @@ def versions(servers: BenchServers) -> dict[str, str]:
         "hiredis": _hiredis_version(),
         "rabbitmq": _rabbitmq_version(servers),
         "redis": _redis_version(servers),
+        "redis-server --version": _redis_binary_version(),
         "liftline": _liftline_version(),
     }
     return out
@@ -291,6 +292,16 @@ def _redis_version(servers: BenchServers) -> str:
     if binary and binary != server:
         return f"{server} (redis-server --version: {binary})"
     return server
+
+
+def _redis_binary_version() -> str:
+    if not shutil.which("redis-server"):
+        return "not installed"
+    try:
+        return subprocess.run(["redis-server", "--version"], capture_output=True, text=True,
+                              timeout=10, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"unknown ({exc})"
 
 
 def _liftline_version() -> str:

@@ -71,6 +71,8 @@ def _num(value: float | None, unit: str) -> str:
         return "n/a"
     if unit == "writes/s":
         return f"{value:,.0f} writes/s"
+    if unit == "ms" and value < 1:
+        return f"{value:.3f} ms"
     if unit in ("s", "ms"):
         return f"{value:,.2f} {unit}"
     if unit == "MiB" or unit == "MiB/M keys":
@@ -80,7 +82,7 @@ def _num(value: float | None, unit: str) -> str:
     if unit == "ratio":
         return f"{value:.2f}×"
     if isinstance(value, float) and not value.is_integer():
-        return f"{value:,.2f} {unit}".strip()
+        return f"{value:,.1f} {unit}".strip()
     return f"{value:,.0f} {unit}".strip()
 
 

@@ -13,6 +13,7 @@ import argparse
 import datetime
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -97,6 +98,17 @@ def _wait_quiet(ctx: Context, limit_s: float) -> float:
     return round(busy, 2)
 
 
+def _worker_importable() -> str:
+    """'' if a worker process could import liftline's CLI and worker now; else why not."""
+    check = subprocess.run(
+        [sys.executable, "-c", "import liftline.cli.main, liftline.workers.partition_worker"],
+        capture_output=True, text=True, timeout=60, check=False)
+    if check.returncode == 0:
+        return ""
+    lines = check.stderr.strip().splitlines()
+    return lines[-1] if lines else f"exit code {check.returncode}"
+
+
 def _interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -136,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     status = "complete"
     began = time.monotonic()
+    if {"worker", "e2e"} & set(args.scenarios):
+        problem = _worker_importable()
+        if problem:
+            say(f"`python -m liftline worker` cannot start: {problem}")
+            return 1
     try:
         with BenchServers() as servers, tempfile.TemporaryDirectory(
                 prefix="liftline-bench-logs-") as tmp_logs:

@@ -91,7 +91,7 @@ def replay(settings: Settings, job_ids: list[str] | None) -> list[str]:
             if missing:
                 raise NotFound(f"not in the dead-letter queue: {', '.join(sorted(missing))}")
         replayed = []
-        for tag, props, body in chosen:
+        for tag, _props, body in chosen:
             try:
                 job = Job.unpack(body)
             except InvalidMessage:

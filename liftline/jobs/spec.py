@@ -32,7 +32,9 @@ class JobSpec:
             raise ConfigError(f"job {self.name!r}: retries must be >= 0")
         low, high = self.backoff
         if not 0 <= low <= high:
-            raise ConfigError(f"job {self.name!r}: backoff must be (first, cap) with 0 <= first <= cap")
+            raise ConfigError(
+                f"job {self.name!r}: backoff must be (first, cap) with 0 <= first <= cap"
+            )
         if self.timeout is not None and self.timeout <= 0:
             raise ConfigError(f"job {self.name!r}: timeout must be > 0")
 
