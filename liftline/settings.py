@@ -53,7 +53,9 @@ class Settings:
     # Worker persistence.
     flush_interval_ms: int = 250
     flush_max_writes: int = 50_000
-    prefetch: int = 64
+    # Stream messages in flight per partition: bounds the work one turn of the
+    # worker's loop may take before it flushes and heart-beats again.
+    prefetch: int = 8
     append_cap: int = 1000
     # Stream retention; entries newer than the last flush must never be dropped.
     stream_max_bytes: int = 20 * 1024**3

@@ -16,6 +16,7 @@ A flush refused by the fence drops the partition at once.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from dataclasses import dataclass, field
@@ -113,6 +114,8 @@ class Ownership:
                                append_cap=self.settings.append_cap)
         store.load(data, offset, watermarks)
         self.owned[partition] = Owned(store, role, epoch, offset, max(offset, claimed_offset))
+        # A loaded snapshot is long-lived: keep the collector from rescanning it.
+        gc.freeze()
         self.worker.consume(partition)
         log.info("took partition %d as %s (epoch %d): %d keys at offset %d in %.3fs",
                  partition, role, epoch, len(data), offset, time.monotonic() - started)

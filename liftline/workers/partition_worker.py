@@ -11,6 +11,7 @@ folded up to the flushed offset, and the next owner replays from there.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import secrets
@@ -67,6 +68,10 @@ class Worker:
     def run(self) -> int:
         """Serve until asked to stop; returns the process exit code."""
         self.settings.log_start(f"worker {self.member_id}")
+        # Millions of long-lived [value, version] lists make the default
+        # collector thresholds scan the heap over and over (~40% of apply time
+        # measured with 1M keys); collect young objects far less often.
+        gc.set_threshold(100_000, 50, 100)
         self.store.ensure_cluster(self.settings.partitions)
         self.membership.register()
         try:
