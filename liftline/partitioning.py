@@ -36,7 +36,8 @@ def assign(
     computes the same table. Balanced: no member gets more than ceil(P/N)
     primaries nor more than ceil(P·R'/N) replicas, where R' = min(R, N).
 
-    ``current`` (partition → holders, primary first) makes it sticky: a holder
+    ``current`` (partition → holders, the primary first, or ``""`` in first
+    place when the partition has no live primary) makes it sticky: a holder
     keeps its place while the bounds allow, a lost primary is replaced by one
     of its standbys (the first in rendezvous order), and only
     what the bounds force moves to a new member. The rest is rendezvous hashing,

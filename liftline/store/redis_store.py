@@ -128,6 +128,14 @@ class RedisStore:
             raise _wrap(exc) from exc
         return int(epoch), int(offset)
 
+    def owners(self) -> dict[int, str]:
+        """The member that last claimed each partition (it may have died since)."""
+        try:
+            raw = self.client.hgetall(self.keys.owners)
+        except redis.RedisError as exc:
+            raise _wrap(exc) from exc
+        return {int(k): v.decode() for k, v in raw.items()}
+
     def epochs(self, partitions: list[int]) -> dict[int, int]:
         """The current epoch of each partition (0 if never claimed)."""
         try:

@@ -89,19 +89,27 @@ def live_members(client: redis.Redis, keys: Keys) -> dict[str, dict[str, Any]]:
     return out
 
 
-def current_holders(members: dict[str, dict[str, Any]], partitions: int) -> dict[int, list[str]]:
-    """Per partition, the members holding it: the primary first, then the standbys.
+def current_holders(members: dict[str, dict[str, Any]], partitions: int,
+                    owners: dict[int, str] | None = None) -> dict[int, list[str]]:
+    """Per partition, ``[primary, standby, …]``: the primary first (``""`` when no
+    live member leads it), then the other members that report holding it.
 
-    The standbys' order must be the same in every worker's view, so it is by
-    member id, not by applied offset (which moves between two heartbeats);
-    ``assign`` then orders them by rendezvous score.
+    The primary comes from the owners hash when given: every claim writes it
+    atomically, so all workers agree on it at once, whereas a member's report
+    lags by up to a heartbeat (two workers acting on each other's stale reports
+    would trade primaries back and forth). Standbys are ordered by member id so
+    that every worker's view orders them alike.
     """
     out: dict[int, list[str]] = {}
     for p in range(partitions):
-        held = [(m, r["partitions"][p]) for m, r in members.items() if p in r["partitions"]]
-        # Of two members that both say "primary" (one was superseded and has not
-        # noticed yet), the one with the newer epoch leads.
-        held.sort(key=lambda item: (item[1].get("role") != "primary",
-                                    -int(item[1].get("epoch", 0)), item[0]))
-        out[p] = [m for m, _ in held]
+        held = sorted(m for m, r in members.items() if p in r["partitions"])
+        if owners is not None:
+            primary = owners.get(p, "")
+            primary = primary if primary in members else ""
+        else:
+            leaders = sorted((m for m in held
+                              if members[m]["partitions"][p].get("role") == "primary"),
+                             key=lambda m: -int(members[m]["partitions"][p].get("epoch", 0)))
+            primary = leaders[0] if leaders else ""
+        out[p] = [primary] + [m for m in held if m != primary]
     return out

@@ -72,8 +72,9 @@ class Ownership:
         # Our own holdings as of now, not as of the last heartbeat; and if our
         # record expired (a long pause), we are back all the same.
         members[me] = {"partitions": self.worker.report()}
+        owners = self.worker.store.owners()
         table = assign(members, self.settings.partitions, self.settings.replicas,
-                       current=current_holders(members, self.settings.partitions))
+                       current=current_holders(members, self.settings.partitions, owners))
         self.last_table = table
         wanted = {p: (PRIMARY if owners[0] == me else STANDBY)
                   for p, owners in table.items() if me in owners}

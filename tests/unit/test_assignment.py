@@ -85,3 +85,11 @@ def test_fewer_members_than_replicas_gives_everyone_everything():
 
 def test_no_members_no_owners():
     assert assign([], 4, 2) == {0: [], 1: [], 2: [], 3: []}
+
+
+def test_an_orphaned_partition_goes_to_its_standby_even_when_it_leads_others():
+    # b leads 0-3 and is the standby of 4-7, whose primary died ("" in first place).
+    current = {p: ["b", "c"] for p in range(4)} | {p: ["", "b"] for p in range(4, 8)}
+    table = assign(["b", "c"], 8, 2, current=current)
+    assert all(table[p][0] == "b" for p in range(4, 8)), table
+    assert all(table[p][0] == "c" for p in range(4)), table  # handed to their warm standby
