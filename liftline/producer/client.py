@@ -24,6 +24,7 @@ from typing import Any
 from liftline import codec
 from liftline.app import App
 from liftline.errors import InvalidWrite, LiftlineError, Timeout
+from liftline.jobs.client import JobClient, JobHandle
 from liftline.partitioning import partition_for
 from liftline.producer.tickets import Batch, Ticket, WriteFuture
 from liftline.queue import topology
@@ -82,6 +83,7 @@ class Producer:
         self._buffered = 0
         self._closed = False
         self._pid = os.getpid()
+        self._jobs: JobClient | None = None
         if declare:
             self._prepare_cluster()
         self._publisher = ConfirmingPublisher(
@@ -172,6 +174,17 @@ class Producer:
         """Set ``key`` only if its version is ``expected_version`` when applied (0 = absent)."""
         return self.write("cas", key, value, expected_version)
 
+    # -- jobs --------------------------------------------------------------
+    def enqueue(self, name: str, *, key: str | None = None, job_id: str | None = None,
+                **args: Any) -> JobHandle:
+        """Submit the background job ``name`` with keyword ``args``; returns once
+        RabbitMQ confirmed it. See :meth:`liftline.jobs.client.JobClient.enqueue`."""
+        with self._lock:
+            if self._jobs is None:
+                self._jobs = JobClient(self.settings, self.app)
+            jobs = self._jobs
+        return jobs.enqueue(name, key=key, job_id=job_id, **args)
+
     # -- batching plumbing (called on the publisher's thread) --------------
     def _drain(self, everything: bool) -> list[Batch]:
         """Seal batches that lingered long enough and hand them out, packed."""
@@ -220,6 +233,8 @@ class Producer:
             self.flush(timeout)
         finally:
             self._publisher.stop(timeout)
+            if self._jobs is not None:
+                self._jobs.close()
 
     def __enter__(self) -> Producer:
         return self

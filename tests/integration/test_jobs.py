@@ -149,3 +149,37 @@ def test_result_timeout_raises_timeout(client):
     handle = client.enqueue("echo", value=1)  # no worker running
     with pytest.raises(Timeout):
         handle.result(timeout=0.3)
+
+
+def test_producer_enqueue_and_cli_submit(job_settings, job_workers):
+    import json
+    import subprocess
+    import sys
+
+    import jobapp
+    from pipeline import REPO, worker_env
+
+    from liftline import Producer
+
+    job_workers.start(app=APP)
+    with Producer(job_settings, app=jobapp.app) as producer:
+        handle = producer.enqueue("echo", value="from producer", key="album:7")
+        assert handle.result(timeout=20)["value"] == "from producer"
+    env = worker_env(job_settings)
+    run = subprocess.run([sys.executable, "-m", "liftline", "jobs", "submit", "echo",
+                          '{"value": 7}', "--wait", "20"], env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    job_id, result = run.stdout.split("\n", 1)
+    assert json.loads(result)["value"] == 7
+    status = subprocess.run([sys.executable, "-m", "liftline", "jobs", "status", job_id.strip(),
+                             "--json"], env=env, cwd=REPO, capture_output=True, text=True,
+                            timeout=60)
+    assert json.loads(status.stdout)["state"] == "succeeded"
+    stats = subprocess.run([sys.executable, "-m", "liftline", "jobs", "stats", "--json"],
+                           env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    echo = next(r for r in json.loads(stats.stdout) if r["name"] == "echo")
+    assert echo["succeeded"] >= 2 and echo["dead"] == 0
+    missing = subprocess.run([sys.executable, "-m", "liftline", "jobs", "status", "nope"],
+                             env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 6 and "unknown" in missing.stderr
