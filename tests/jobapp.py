@@ -75,3 +75,13 @@ def ordered(ctx, group, n):
 @app.job("noop", retries=0)
 def noop(ctx):
     return None
+
+
+@app.job("whoami", retries=0)
+def whoami(ctx):
+    return os.getpid()
+
+
+@app.job("cpu", retries=0)
+def cpu(ctx, n):
+    return sum(i * i for i in range(n))

@@ -52,7 +52,7 @@ class JobRunner:
     """Runs the App's jobs until stopped."""
 
     def __init__(self, settings: Settings, app: App, member_id: str, *,
-                 concurrency: int = 4, grace_s: float = 30.0) -> None:
+                 concurrency: int = 4, grace_s: float = 30.0, pool: str = "threads") -> None:
         self.settings = settings
         self.app = app
         self.member_id = member_id
@@ -61,8 +61,14 @@ class JobRunner:
         self.names = topology.JobNames(settings.cluster)
         self._redis = connect(settings.redis_url)
         self.status = JobStatus(self._redis, settings.cluster, settings.job_result_ttl_s)
-        self._pool = cf.ThreadPoolExecutor(max_workers=concurrency,
-                                           thread_name_prefix="liftline-job")
+        self._pool: Any
+        if pool == "processes":
+            from liftline.jobs.procpool import ProcessPool
+
+            self._pool = ProcessPool(app, concurrency)
+        else:
+            self._pool = cf.ThreadPoolExecutor(max_workers=concurrency,
+                                               thread_name_prefix="liftline-job")
         self._running: list[_Running] = []
         self._delays: set[int] = set()
         self._stopping = threading.Event()
@@ -208,7 +214,10 @@ class JobRunner:
                 else:
                     self._failed(run, error)
             elif run.deadline is not None and now > run.deadline:
-                run.future.cancel()  # a thread cannot be stopped; it is abandoned
+                # A thread cannot be stopped (it is abandoned); a process is killed.
+                if hasattr(self._pool, "abandon"):
+                    self._pool.abandon(run.future)
+                run.future.cancel()
                 self._failed(run, TimeoutError(f"no result within {run.spec.timeout}s"))
             else:
                 still.append(run)

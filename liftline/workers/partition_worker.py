@@ -211,7 +211,7 @@ class Worker:
 
 
 def run_worker(settings: Settings, app: App | None = None, *, partitions: bool = True,
-               jobs: bool = True, concurrency: int = 4) -> int:
+               jobs: bool = True, concurrency: int = 4, pool: str = "threads") -> int:
     """Run partition duty and/or the job runner in this process until SIGTERM.
 
     Order of a graceful stop: the partition worker stops consuming, flushes and
@@ -222,7 +222,8 @@ def run_worker(settings: Settings, app: App | None = None, *, partitions: bool =
 
     app = app or App()
     member_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
-    runner = JobRunner(settings, app, member_id, concurrency=concurrency) if jobs else None
+    runner = JobRunner(settings, app, member_id, concurrency=concurrency,
+                       pool=pool) if jobs else None
     if not partitions:
         assert runner is not None
         signal.signal(signal.SIGTERM, runner.request_stop)

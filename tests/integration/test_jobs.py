@@ -183,3 +183,18 @@ def test_producer_enqueue_and_cli_submit(job_settings, job_workers):
     missing = subprocess.run([sys.executable, "-m", "liftline", "jobs", "status", "nope"],
                              env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 6 and "unknown" in missing.stderr
+
+
+def test_process_pool_runs_handlers_in_children_and_kills_overruns(client, job_workers):
+    worker = job_workers.start(app=APP, args=("--pool", "processes", "--concurrency", "2"))
+    pids = {client.enqueue("whoami").result(timeout=20) for _ in range(4)}
+    assert worker.pid not in pids and len(pids) <= 2
+    assert client.enqueue("cpu", n=10_000).result(timeout=20) == sum(i * i for i in range(10_000))
+    with pytest.raises(JobFailed, match="no result within 0.5s"):
+        client.enqueue("slow").result(timeout=20)
+    # The overrunning child was killed and replaced: the pool still has two workers.
+    later = {client.enqueue("whoami").result(timeout=20) for _ in range(6)}
+    assert later and worker.pid not in later
+    failing = client.enqueue("until_fixed", flag="proc-fail")
+    with pytest.raises(JobFailed, match="not fixed yet"):
+        failing.result(timeout=30)
