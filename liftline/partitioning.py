@@ -8,6 +8,7 @@ whole partitions and never re-hashes a key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -55,7 +56,7 @@ def assign(
     ranked: dict[int, list[str]] = {}
     for p in range(partitions):
         held = [m for m in (current or {}).get(p, ()) if m in alive]
-        by_score = sorted(names, key=lambda m, p=p: _score(p, m), reverse=True)
+        by_score = sorted(names, key=functools.partial(_score, p), reverse=True)
         # The live primary first, then the other holders, then everyone else;
         # each group in rendezvous order.
         primary = held[:1] if current and current.get(p) and current[p][0] in alive else []

@@ -72,11 +72,10 @@ class errors_to_exit:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc is not None and isinstance(exc, LiftlineError):
             click.echo(f"error: {exc} [{type(exc).__name__}]", err=True)
             sys.exit(exc.exit_code)
-        return False
 
 
 def echo_json(data: Any) -> None:

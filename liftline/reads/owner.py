@@ -48,9 +48,10 @@ class OwnerReader(Reader):
     def owner_of(self, partition: int) -> str:
         """The live member holding ``partition``; NoOwner when there is none."""
         raw = self._redis.hget(self.keys.owners, str(partition))
-        if raw is None or not self._redis.exists(self.keys.member(raw.decode())):
+        owner = "" if raw is None else str(raw.decode())
+        if not owner or not self._redis.exists(self.keys.member(owner)):
             raise NoOwner(f"partition {partition} has no live owner (try a stale read)")
-        return raw.decode()
+        return owner
 
     def get(self, key: str, *, after: Ticket | None = None,
             timeout_ms: int = 2000) -> ReadResult:
