@@ -108,3 +108,21 @@ def test_bad_input_is_refused_or_dead_lettered_and_the_rest_applied(
     assert any("first_seq" in r for r in reasons)
     garbage = [x for x in letters if "msgpack" in x["reason"]][0]
     assert garbage["partition"] == garbage_partition and garbage["offset"] >= 0
+
+
+def test_an_unroutable_batch_fails_its_writes(settings):
+    from liftline.errors import PublishFailed
+
+    # The exchange exists but no partition stream is bound to it.
+    conn = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    try:
+        conn.channel().exchange_declare(Names(settings.cluster).exchange, "direct", durable=True)
+    finally:
+        conn.close()
+    producer = Producer(settings, declare=False)
+    try:
+        future = producer.submit("incr", "k", 1)
+        error = future.exception(30)
+        assert isinstance(error, PublishFailed) and "unroutable" in str(error)
+    finally:
+        producer.close()
