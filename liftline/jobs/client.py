@@ -11,7 +11,7 @@ import pika.exceptions
 
 from liftline.errors import BrokerError, InvalidWrite, LiftlineError, NotFound, Timeout
 from liftline.jobs import topology
-from liftline.jobs.spec import Job, new_job
+from liftline.jobs.spec import new_job
 from liftline.jobs.status import JobStatus
 from liftline.queue.confirms import ConfirmedChannel
 from liftline.queue.connection import connect_blocking
@@ -103,11 +103,12 @@ class JobClient:
     def enqueue_many(self, jobs: list[tuple[str, dict[str, Any], str | None, str | None]]
                      ) -> list[JobHandle]:
         """Submit many ``(name, args, key, job_id)`` jobs, waiting once for all confirms."""
-        prepared: list[tuple[Job, bool]] = []
+        built = []
         for name, args, key, job_id in jobs:
             self._check(name, args)
-            job = new_job(name, args, key, job_id)
-            prepared.append((job, self.status.create(job.id, name, key)))
+            built.append(new_job(name, args, key, job_id))
+        created = self.status.create_many([(j.id, j.name, j.key) for j in built])
+        prepared = list(zip(built, created, strict=True))
         messages = []
         for job, created in prepared:
             if not created:

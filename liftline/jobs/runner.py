@@ -26,7 +26,7 @@ from liftline.app import App
 from liftline.errors import BrokerUnavailable, InvalidMessage, InvalidWrite, StoreUnavailable
 from liftline.jobs import topology
 from liftline.jobs.spec import Job, JobContext, JobSpec
-from liftline.jobs.status import JobStatus
+from liftline.jobs.status import TERMINAL, JobStatus
 from liftline.queue.confirms import ConfirmedChannel
 from liftline.queue.connection import connect_blocking
 from liftline.settings import Settings
@@ -34,6 +34,23 @@ from liftline.store.redis_store import connect
 
 log = logging.getLogger(__name__)
 _PROPS = dict(delivery_mode=2, content_type="application/x-msgpack")
+
+
+def _wake(conn: pika.BlockingConnection) -> None:
+    with contextlib.suppress(Exception):  # the connection may be closed by now
+        conn.add_callback_threadsafe(_nothing)
+
+
+def _nothing() -> None:
+    return None
+
+
+def _call(run: _Running, ctx: JobContext) -> Any:
+    """In a pool thread: start the clock for the timeout, call the handler."""
+    if run.spec.timeout:
+        run.deadline = time.monotonic() + run.spec.timeout
+        ctx.deadline = time.time() + run.spec.timeout
+    return run.spec.fn(ctx, **run.job.args)
 
 
 @dataclass
@@ -46,6 +63,8 @@ class _Running:
     deadline: float | None
     keyed: bool
     retry_at: float = 0.0
+    # Delivered before to a worker that died holding it: it may be what killed it.
+    suspect: bool = False
 
 
 class JobRunner:
@@ -62,6 +81,7 @@ class JobRunner:
         self._redis = connect(settings.redis_url)
         self.status = JobStatus(self._redis, settings.cluster, settings.job_result_ttl_s)
         self._pool: Any
+        self._threads = pool != "processes"
         if pool == "processes":
             from liftline.jobs.procpool import ProcessPool
 
@@ -73,7 +93,10 @@ class JobRunner:
         self._delays: set[int] = set()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self.run, name="liftline-jobs", daemon=True)
+        self._to_begin: list[_Running] = []
+        self._cautious = True
         self._pub: ConfirmedChannel | None = None
+        self._conn: pika.BlockingConnection | None = None
         self._channels: list[Any] = []
 
     # -- lifecycle ---------------------------------------------------------
@@ -112,13 +135,19 @@ class JobRunner:
 
     def _serve(self) -> None:
         conn = connect_blocking(self.settings, name=f"liftline-jobs-{self.member_id}")
+        self._conn = conn
         try:
             topology.declare(conn.channel(), self.settings)
             self._pub = ConfirmedChannel(conn)
             self._delays.clear()
             self._channels = []
             work = conn.channel()
-            work.basic_qos(prefetch_count=self.concurrency)
+            # No more jobs than handlers: every job held unacked by a worker that
+            # crashes counts one delivery toward the limit, innocent ones too.
+            # Cautious until a fresh job arrives: a worker that just started may be
+            # the next victim of a job that crashed the previous one.
+            self._cautious = True
+            work.basic_qos(prefetch_count=1)
             work.basic_consume(self.names.queue, self._deliver(keyed=False))
             self._channels.append(work)
             for n in range(self.settings.job_key_queues):
@@ -131,7 +160,7 @@ class JobRunner:
             intake.basic_consume(self.names.intake, self._on_dead_intake)
             self._channels.append(intake)
             while not self._stopping.is_set():
-                conn.process_data_events(time_limit=0.02)
+                conn.process_data_events(time_limit=0.05)
                 self._settle()
             self._drain(conn)
         finally:
@@ -172,35 +201,75 @@ class JobRunner:
             self._to_dead(body, job.id, job.name, job.attempt, str(exc), "")
             channel.basic_ack(tag)
             return
-        record = self.status.get(job.id)
-        if record is not None and record["state"] in ("succeeded", "dead"):
-            log.info("job %s already %s; skipping a repeat delivery", job.id, record["state"])
-            channel.basic_ack(tag)
+        suspect = int((props.headers or {}).get("x-delivery-count", 0)) > 0
+        if not keyed and suspect != self._cautious:
+            # After a crash, take jobs one at a time until a fresh one arrives, so
+            # that a job that kills its worker takes no other job down with it.
+            self._cautious = suspect
+            channel.basic_qos(prefetch_count=1 if suspect else self.concurrency)
+        self._to_begin.append(_Running(job, spec, channel, tag, None, None, keyed,
+                                       suspect=suspect))
+
+    def _begin_all(self) -> None:
+        """Mark every job delivered this turn running (one Redis round trip), then
+        hand each to a handler; a job that already ended is acked and skipped."""
+        if not self._to_begin:
             return
-        self.status.set(job.id, job.name, "running", attempt=job.attempt, counter="started",
-                        worker=self.member_id)
-        run = _Running(job, spec, channel, tag, None, None, keyed)
-        self._submit(run)
-        self._running.append(run)
+        batch, self._to_begin = self._to_begin, []
+        # A suspect runs alone: it waits for the running jobs, and the others wait for it.
+        if any(r.suspect for r in self._running):
+            self._to_begin = batch
+            return
+        held = []
+        for i, run in enumerate(batch):
+            if run.suspect and (self._running or i > 0):
+                held = batch[i:]
+                batch = batch[:i]
+                break
+            if run.suspect:
+                held, batch = batch[1:], batch[:1]
+                break
+        self._to_begin = held
+        if not batch:
+            return
+        states = self.status.begin_many(
+            [(r.job.id, r.job.name, r.job.attempt) for r in batch], self.member_id)
+        for run, state in zip(batch, states, strict=True):
+            if state in TERMINAL:
+                log.info("job %s already %s; skipping a repeat delivery", run.job.id, state)
+                run.channel.basic_ack(run.tag)
+                continue
+            self._submit(run)
+            self._running.append(run)
 
     def _submit(self, run: _Running) -> None:
         spec, job = run.spec, run.job
-        run.deadline = time.monotonic() + spec.timeout if spec.timeout else None
-        ctx = JobContext(job.id, job.name, job.attempt, job.key, job.enqueued_at,
-                         None if spec.timeout is None else time.time() + spec.timeout)
-        run.future = self._pool.submit(spec.fn, ctx, **job.args)
+        run.deadline = None
+        ctx = JobContext(job.id, job.name, job.attempt, job.key, job.enqueued_at)
+        if self._threads:
+            run.future = self._pool.submit(_call, run, ctx)
+        else:
+            if spec.timeout:
+                run.deadline = time.monotonic() + spec.timeout
+                ctx.deadline = time.time() + spec.timeout
+            run.future = self._pool.submit(spec.fn, ctx, **job.args)
+        conn = self._conn
+        if conn is not None:
+            # Wake the runner's loop as soon as the handler returns.
+            run.future.add_done_callback(lambda _f: _wake(conn))
 
     # -- outcomes ----------------------------------------------------------
     def _settle(self, stopping: bool = False) -> None:
+        self._begin_all()
         now = time.monotonic()
         still: list[_Running] = []
+        done: list[tuple[_Running, Any]] = []
         for run in self._running:
             if run.future is None:  # a keyed job waiting for its retry
                 if now >= run.retry_at and not stopping:
-                    self.status.set(run.job.id, run.job.name, "running", attempt=run.job.attempt,
-                                    counter="started", worker=self.member_id)
-                    self._submit(run)
-                elif stopping:
+                    self._to_begin.append(run)
+                    continue
+                if stopping:
                     # Give it back: it will run again, in order, elsewhere.
                     with contextlib.suppress(pika.exceptions.AMQPError, OSError):
                         run.channel.basic_nack(run.tag, requeue=True)
@@ -210,7 +279,14 @@ class JobRunner:
             if run.future.done():
                 error = run.future.exception()
                 if error is None:
-                    self._succeeded(run, run.future.result())
+                    result = run.future.result()
+                    try:
+                        codec.pack(result)
+                    except InvalidWrite as exc:
+                        self._failed(run, exc)
+                    else:
+                        done.append((run, result))
+                        continue
                 else:
                     self._failed(run, error)
             elif run.deadline is not None and now > run.deadline:
@@ -225,16 +301,12 @@ class JobRunner:
             if run.future is None:  # scheduled for a keyed retry
                 still.append(run)
         self._running = still
-
-    def _succeeded(self, run: _Running, result: Any) -> None:
-        try:
-            codec.pack(result)
-        except InvalidWrite as exc:
-            self._failed(run, exc)
-            return
-        self.status.set(run.job.id, run.job.name, "succeeded", attempt=run.job.attempt,
-                        counter="succeeded", result=result, error=None)
-        run.channel.basic_ack(run.tag)
+        if done:
+            # Every result of this turn in one Redis round trip, then the acks.
+            self.status.succeed_many([(r.job.id, r.job.name, r.job.attempt, result)
+                                      for r, result in done])
+            for run, _ in done:
+                run.channel.basic_ack(run.tag)
 
     def _failed(self, run: _Running, error: BaseException) -> None:
         job, spec = run.job, run.spec

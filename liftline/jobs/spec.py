@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import random
 import time
@@ -45,10 +46,14 @@ class JobSpec:
         ceiling = min(high, low * 2 ** min(attempt - 1, 60))
         return random.uniform(ceiling / 2, ceiling)
 
+    @functools.cached_property
+    def signature(self) -> inspect.Signature:
+        return inspect.signature(self.fn)
+
     def check_args(self, kwargs: dict[str, Any]) -> None:
         """InvalidWrite if the handler cannot be called with these keyword arguments."""
         try:
-            inspect.signature(self.fn).bind(None, **kwargs)
+            self.signature.bind(None, **kwargs)
         except TypeError as exc:
             raise InvalidWrite(f"job {self.name!r}: arguments do not match: {exc}") from exc
 

@@ -24,6 +24,18 @@ return 1
 """
 
 
+# Mark a job running unless it already ended; returns the state it had.
+_BEGIN_LUA = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'succeeded' or state == 'dead' then return state end
+redis.call('HSET', KEYS[1], 'state', 'running', 'name', ARGV[1], 'attempt', ARGV[2],
+           'updated', ARGV[3], 'worker', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('HINCRBY', KEYS[2], 'started', 1)
+return state or ''
+"""
+
+
 def _wrap(exc: redis.RedisError) -> StoreError:
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         return StoreUnavailable(f"Redis unreachable: {exc}")
@@ -38,6 +50,7 @@ class JobStatus:
         self.cluster = cluster
         self.result_ttl_s = result_ttl_s
         self._create = client.register_script(_CREATE_LUA)
+        self._begin = client.register_script(_BEGIN_LUA)
 
     def key(self, job_id: str) -> str:
         return f"ll:{self.cluster}:job:{job_id}"
@@ -55,6 +68,55 @@ class JobStatus:
             self.client.sadd(self.names_key, name)
             return bool(self._create(keys=[self.key(job_id), self.stats_key(name)],
                                      args=[name, time.time(), key or "", _PENDING_TTL_S]))
+        except redis.RedisError as exc:
+            raise _wrap(exc) from exc
+
+    def create_many(self, jobs: list[tuple[str, str, str | None]]) -> list[bool]:
+        """:meth:`create` for many ``(id, name, key)`` in one round trip."""
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for name in {name for _, name, _ in jobs}:
+                pipe.sadd(self.names_key, name)
+            now = time.time()
+            for job_id, name, key in jobs:
+                self._create(keys=[self.key(job_id), self.stats_key(name)],
+                             args=[name, now, key or "", _PENDING_TTL_S], client=pipe)
+            replies = pipe.execute()
+        except redis.RedisError as exc:
+            raise _wrap(exc) from exc
+        return [bool(r) for r in replies[-len(jobs):]] if jobs else []
+
+    def begin_many(self, jobs: list[tuple[str, str, int]], worker: str) -> list[str]:
+        """Mark ``(id, name, attempt)`` jobs running unless they ended already, in one
+        round trip; returns each job's previous state."""
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            now = time.time()
+            for job_id, name, attempt in jobs:
+                self._begin(keys=[self.key(job_id), self.stats_key(name)],
+                            args=[name, attempt, now, worker, _PENDING_TTL_S], client=pipe)
+            states = pipe.execute()
+        except redis.RedisError as exc:
+            raise _wrap(exc) from exc
+        return [s.decode() if isinstance(s, bytes) else str(s) for s in states]
+
+    def succeed_many(self, jobs: list[tuple[str, str, int, Any]]) -> None:
+        """Store the results of ``(id, name, attempt, result)`` jobs in one round trip."""
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            now = time.time()
+            minute = int(now // 60)
+            for job_id, name, attempt, result in jobs:
+                key = self.key(job_id)
+                pipe.hset(key, mapping={"state": "succeeded", "attempt": attempt,
+                                        "updated": now, "name": name, "error": "",
+                                        "result": codec.pack(result)})
+                pipe.expire(key, self.result_ttl_s)
+                pipe.hincrby(self.stats_key(name), "succeeded", 1)
+                rate_key = f"ll:{self.cluster}:jobrate:{name}:{minute}"
+                pipe.incr(rate_key)
+                pipe.expire(rate_key, 180)
+            pipe.execute()
         except redis.RedisError as exc:
             raise _wrap(exc) from exc
 

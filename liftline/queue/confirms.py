@@ -18,6 +18,10 @@ from pika.spec import Basic
 from liftline.errors import BrokerError, PublishFailed, Timeout
 
 
+def _nothing() -> None:
+    return None
+
+
 class ConfirmedChannel:
     """Publish many messages, then wait for every confirm; not thread-safe."""
 
@@ -55,6 +59,10 @@ class ConfirmedChannel:
             elif message_id in self._returned:
                 self._returned.discard(message_id)
                 self._failed[message_id] = "unroutable (returned by RabbitMQ)"
+        if not self._pending:
+            # A confirm is not an event BlockingConnection waits for: without
+            # this, process_data_events sleeps out its whole time limit.
+            self.connection.add_callback_threadsafe(_nothing)
 
     def publish(self, exchange: str, routing_key: str, body: bytes,
                 properties: pika.BasicProperties) -> None:

@@ -17,7 +17,7 @@ APP = "jobapp:app"
 
 @pytest.fixture
 def job_settings(settings):
-    return settings.replace(job_delivery_limit=2, job_key_queues=2)
+    return settings.replace(job_delivery_limit=3, job_key_queues=2)
 
 
 @pytest.fixture

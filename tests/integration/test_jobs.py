@@ -96,8 +96,9 @@ def test_keyed_jobs_run_strictly_in_order_per_key(client, job_workers, redis_cli
     handles = []
     for start in range(0, 1000, 200):
         handles += client.enqueue_many(jobs[start:start + 200])
-    for handle in handles:
-        handle.result(timeout=60)
+    assert len({h.id for h in handles}) == 1000
+    wait_until(lambda: sum(redis_client.llen(f"ll-test:g{k}") for k in range(10)) >= 1000, 90,
+               message="1,000 keyed jobs run")
     for k in range(10):
         got = [int(x) for x in redis_client.lrange(f"ll-test:g{k}", 0, -1)]
         assert got == list(range(k, 1000, 10)), f"key{k} out of order"
