@@ -1,4 +1,4 @@
-"""``python -m benchmarks.run [--quick] [--only producer,baseline,worker,e2e] [--writes N]``
+"""``python -m benchmarks.run [--quick] [--only producer,baseline,worker,e2e,jobs,cluster]``
 
 Starts its own RabbitMQ and Redis (or uses LIFTLINE_BENCH_AMQP_URL /
 LIFTLINE_BENCH_REDIS_URL), runs the scenarios, prints a markdown table on
@@ -22,9 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from benchmarks.cluster_bench import run_cluster
 from benchmarks.context import Context, Sizes
 from benchmarks.e2e import run_e2e
 from benchmarks.env import BenchServers, background_cores, command_line, machine, versions
+from benchmarks.jobs import run_jobs
 from benchmarks.progress import say
 from benchmarks.report import RESULTS_DIR, Results, markdown, write
 from benchmarks.worker_apply import run_worker_apply
@@ -36,7 +38,11 @@ SCENARIOS: dict[str, Callable[[Context], None]] = {
     "baseline": run_baseline,
     "worker": run_worker_apply,
     "e2e": run_e2e,
+    "jobs": run_jobs,
+    "cluster": run_cluster,
 }
+# What a run without --only measures (make bench): every scenario.
+DEFAULT_SCENARIOS = list(SCENARIOS)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,8 +52,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true",
                         help="smaller counts and 10 s end-to-end runs (about 2 minutes)")
-    parser.add_argument("--only", default=",".join(SCENARIOS), metavar="LIST",
-                        help=f"comma-separated scenarios out of {','.join(SCENARIOS)}")
+    parser.add_argument("--only", default=",".join(DEFAULT_SCENARIOS), metavar="LIST",
+                        help=f"comma-separated scenarios out of {','.join(SCENARIOS)} "
+                             f"(default {','.join(DEFAULT_SCENARIOS)})")
     parser.add_argument("--writes", type=int, metavar="N",
                         help="writes of the producer and baseline scenarios "
                              "(default 500,000; 100,000 with --quick)")
@@ -58,6 +65,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="seconds of each end-to-end run (default 60; 10 with --quick)")
     parser.add_argument("--rate", type=int, metavar="R",
                         help="writes/s offered in the paced end-to-end run (default 30,000)")
+    parser.add_argument("--jobs", type=int, metavar="N",
+                        help="no-op jobs per system in the jobs scenario (default 20,000; "
+                             "3,000 with --quick)")
+    parser.add_argument("--recovery-keys", type=int, metavar="K",
+                        help="keys of the partition set the cluster scenario recovers "
+                             "(default 1,000,000; 200,000 with --quick)")
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR,
                         help="where latest.md and latest.json go (default benchmarks/results)")
     parser.add_argument("--profile", action="store_true",
@@ -76,10 +89,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown or not chosen:
         parser.error(f"--only: unknown scenario(s) {unknown}; choose from {','.join(SCENARIOS)}")
     args.scenarios = [s for s in SCENARIOS if s in chosen]
-    for name in ("writes", "backlog", "duration", "rate"):
+    for name in ("writes", "backlog", "duration", "rate", "jobs", "recovery_keys"):
         value = getattr(args, name)
         if value is not None and value <= 0:
-            parser.error(f"--{name} must be positive")
+            parser.error(f"--{name.replace('_', '-')} must be positive")
     return args
 
 
@@ -124,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         sizes.duration_s = args.duration
     if args.rate:
         sizes.paced_rate = args.rate
+    if args.jobs:
+        sizes.jobs = args.jobs
+    if args.recovery_keys:
+        sizes.recovery_keys = args.recovery_keys
     # Both end the run the same way, cleanly; SIGINT explicitly, because a shell starts
     # background jobs with SIGINT ignored, and Python then installs no handler of its own.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -148,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     status = "complete"
     began = time.monotonic()
-    if {"worker", "e2e"} & set(args.scenarios):
+    if {"worker", "e2e", "jobs", "cluster"} & set(args.scenarios):
         problem = _worker_importable()
         if problem:
             say(f"`python -m liftline worker` cannot start: {problem}")
@@ -164,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                 else "started by the benchmark (liftline.servers.local.LocalServers), "
                      "on loopback, Redis with appendonly everysec")
             ctx = Context(servers=servers, sizes=sizes, results=results, log_dir=logs,
-                          quick=args.quick, profile=args.profile, output_dir=args.output_dir)
+                          quick=args.quick, profile=args.profile, output_dir=args.output_dir,
+                          wait_quiet_s=args.wait_quiet)
             results.meta["background_cores_at_start"] = _wait_quiet(ctx, args.wait_quiet)
             for n, name in enumerate(args.scenarios):
                 if n and args.wait_quiet:

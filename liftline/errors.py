@@ -101,3 +101,9 @@ class AlreadyRunning(LiftlineError):
     """Another `liftline up` holds this data directory."""
 
     exit_code = 10
+
+
+class ScaleError(LiftlineError):
+    """An autoscaler backend could not set the worker count (a failed command)."""
+
+    exit_code = 11

@@ -83,6 +83,20 @@ class Settings:
     ingest_publish_timeout_s: float = 5.0
     ingest_linger_ms: float = 1.0
     ingest_max_pending: int = 100_000  # writes awaiting confirms per process, then 503
+    # Autoscaler (liftline autoscale). Backlog = writes not yet applied + jobs queued.
+    autoscale_min: int = 1
+    autoscale_max: int = 6
+    autoscale_target: int = 5000  # backlog one worker is meant to carry
+    autoscale_interval_s: float = 2.0
+    autoscale_scale_down_after_s: float = 30.0  # quiet window before scaling in
+    autoscale_max_step: int = 0  # workers added or removed per interval; 0: no limit
+    autoscale_keep_replicas: bool = False  # never fewer workers than `replicas`
+    autoscale_backend: str = "local"  # local | compose | command
+    autoscale_service: str = "worker"  # compose service to scale
+    autoscale_command: str = ""  # command backend: run with {n} replaced by the count
+    autoscale_metrics_host: str = "127.0.0.1"
+    autoscale_metrics_port: int = 0  # Prometheus /metrics; 0: no endpoint
+    autoscale_stop_timeout_s: float = 60.0  # a SIGTERMed worker is killed after this
 
     def __post_init__(self) -> None:
         self.validate()
@@ -113,6 +127,7 @@ class Settings:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
         if not 0 < self.ingest_publish_timeout_s <= 300:
             raise ConfigError("ingest_publish_timeout_s: must be in (0, 300]")
+        self._validate_autoscale()
         if self.member_ttl_s <= self.heartbeat_s:
             raise ConfigError("member_ttl_s must be larger than heartbeat_s")
         for name, scheme in (("amqp_url", ("amqp", "amqps")),
@@ -120,6 +135,24 @@ class Settings:
             url = getattr(self, name)
             if urllib.parse.urlsplit(url).scheme not in scheme:
                 raise ConfigError(f"{name}={mask_url(url)!r}: scheme must be one of {scheme}")
+
+    def _validate_autoscale(self) -> None:
+        if not 0 <= self.autoscale_min <= self.autoscale_max <= 1000:
+            raise ConfigError(f"autoscale_min={self.autoscale_min}, autoscale_max="
+                              f"{self.autoscale_max}: need 0 <= min <= max <= 1000")
+        if self.autoscale_max < 1 or self.autoscale_target < 1 or self.autoscale_max_step < 0:
+            raise ConfigError("autoscale_max and autoscale_target must be >= 1, "
+                              "autoscale_max_step >= 0")
+        if not 0 < self.autoscale_interval_s <= 3600 or self.autoscale_scale_down_after_s < 0 \
+                or self.autoscale_stop_timeout_s <= 0:
+            raise ConfigError("autoscale_interval_s must be in (0, 3600], "
+                              "autoscale_scale_down_after_s >= 0, autoscale_stop_timeout_s > 0")
+        if self.autoscale_backend not in ("local", "compose", "command"):
+            raise ConfigError(f"autoscale_backend={self.autoscale_backend!r}: "
+                              "use local, compose or command")
+        if not 0 <= self.autoscale_metrics_port <= 65535:
+            raise ConfigError(f"autoscale_metrics_port={self.autoscale_metrics_port}: "
+                              "must be 0..65535")
 
     @classmethod
     def from_env(
@@ -177,6 +210,11 @@ def _coerce(name: str, raw: str, type_name: Any) -> Any:
             return int(raw.replace("_", ""))
         if kind == "float":
             return float(raw)
+        if kind == "bool":
+            return {"1": True, "true": True, "yes": True, "on": True, "0": False,
+                    "false": False, "no": False, "off": False}[raw.strip().lower()]
+    except KeyError as exc:
+        raise ConfigError(f"LIFTLINE_{name.upper()}={raw!r}: expected true or false") from exc
     except ValueError as exc:
         raise ConfigError(f"LIFTLINE_{name.upper()}={raw!r}: expected {kind}") from exc
     return raw

@@ -1,4 +1,4 @@
-"""The local stack behind `liftline up`: servers from system binaries plus workers.
+"""The local stack behind `liftline up`: servers from system binaries, workers, ingest.
 
 Everything lives under the data directory (``.liftline/`` by default) and
 survives restarts. Only processes this stack started are ever signalled, by PID.
@@ -15,14 +15,18 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Callable
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
+from liftline.autoscale.process import AutoscalerProcess
 from liftline.errors import AlreadyRunning, LiftlineError, ServerError
 from liftline.queue import topology
 from liftline.queue.connection import connect_blocking
 from liftline.settings import Settings, mask_url
 from liftline.store.keys import Keys
 from liftline.store.redis_store import RedisStore, connect
+
+if TYPE_CHECKING:
+    from liftline.ingest.process import IngestProcess
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +41,13 @@ class LocalStack:
     """Servers (unless given by URL), topology, and worker processes."""
 
     def __init__(self, settings: Settings, *, workers: int = 1, app: str | None = None,
-                 reuse_amqp: bool = False, reuse_redis: bool = False, say: Say = print) -> None:
+                 reuse_amqp: bool = False, reuse_redis: bool = False, say: Say = print,
+                 ingest_port: int | None = None,
+                 autoscale: tuple[int, int] | None = None) -> None:
         self.settings = settings
+        self.autoscale = autoscale  # (min, max): an autoscaler runs the workers instead
+        self.autoscaler: AutoscalerProcess | None = None
+        self.ingest_port = ingest_port  # None: no HTTP ingest service
         self.workers = workers
         self.app = app
         self.reuse_amqp = reuse_amqp
@@ -49,6 +58,7 @@ class LocalStack:
         self.rabbitmq = None  # type: ignore[var-annotated]
         self.redis = None  # type: ignore[var-annotated]
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.ingest: IngestProcess | None = None
         self._stop = False
 
     # -- lock ---------------------------------------------------------------
@@ -79,7 +89,29 @@ class LocalStack:
         for _ in range(self.workers):
             self._spawn_worker()
         self._wait_workers()
+        if self.ingest_port is not None:
+            self._start_ingest()
+        if self.autoscale is not None:
+            self._start_autoscaler()
         self.say("liftline ready")
+
+    def _start_autoscaler(self) -> None:
+        assert self.autoscale is not None
+        self.autoscaler = AutoscalerProcess(
+            self.settings, self.root / "logs" / "autoscale.log", self.root / "logs" / "workers",
+            bounds=self.autoscale, app=self.app).start()
+        workers = self.autoscaler.wait_ready()
+        self.say(f"autoscaler ready: {self.autoscale[0]}..{self.autoscale[1]} workers, "
+                 f"{workers} running (pid {self.autoscaler.pid}, log "
+                 f"{self.root / 'logs' / 'autoscale.log'})")
+
+    def _start_ingest(self) -> None:
+        from liftline.ingest.process import IngestProcess
+
+        self.ingest = IngestProcess(self.settings, self.root / "logs" / "ingest.log",
+                                    port=self.ingest_port, app=self.app).start()
+        self.ingest.wait_ready()
+        self.say(f"ingest ready: {self.ingest.url} (pid {self.ingest.pid})")
 
     def _start_servers(self) -> None:
         from liftline.servers.base import free_ports
@@ -173,13 +205,25 @@ class LocalStack:
                     self.say(f"worker pid {proc.pid} exited with {proc.returncode}; restarting")
                     self.procs.remove(proc)
                     self._spawn_worker()
+            if self.autoscaler is not None and not self.autoscaler.alive():
+                self.say(f"autoscaler pid {self.autoscaler.pid} exited; restarting")
+                self.autoscaler.start()
+            if self.ingest is not None and not self.ingest.alive():
+                self.say(f"ingest pid {self.ingest.pid} exited; restarting")
+                self.ingest.start()
             time.sleep(0.2)
 
     def _on_signal(self, *_args: object) -> None:
         self._stop = True
 
     def stop(self) -> None:
-        """Stop workers (SIGTERM, then SIGKILL after 30 s), then the servers it started."""
+        """Stop ingest and workers (SIGTERM, then SIGKILL after 30 s), then the servers."""
+        if self.ingest is not None:
+            self.ingest.stop()
+            self.say("ingest stopped")
+        if self.autoscaler is not None:
+            self.autoscaler.stop()  # it stops its workers gracefully first
+            self.say("autoscaler and its workers stopped")
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from liftline.autoscale import record as autoscale_record
 from liftline.queue.connection import connect_blocking
 from liftline.queue.inspect import stream_bounds
 from liftline.queue.topology import Names
@@ -29,6 +30,7 @@ def gather(settings: Settings) -> dict[str, Any]:
         members = live_members(client, keys)
         owners = {int(k): v.decode() for k, v in client.hgetall(keys.owners).items()}
         states = [store.state(p) for p in range(partitions)]
+        autoscaler = autoscale_record.load(client, settings.cluster)
     finally:
         client.close()
     conn = connect_blocking(settings, name="liftline-status", attempts=2)
@@ -51,6 +53,7 @@ def gather(settings: Settings) -> dict[str, Any]:
     return {
         "cluster": settings.cluster, "partitions": partitions, "replicas": replicas,
         "members": list(members.values()), "partition_state": rows, "warnings": warnings,
+        "autoscaler": autoscaler,
     }
 
 

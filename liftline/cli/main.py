@@ -28,11 +28,15 @@ def cli() -> None:
               help="The liftline.App with your reducers and jobs, e.g. myapp:app.")
 @click.option("--concurrency", type=click.IntRange(1, 1024), default=4, show_default=True,
               help="Job handler threads (and the job prefetch).")
+@click.option("--pool", type=click.Choice(["threads", "processes"]), default="threads",
+              show_default=True,
+              help="Run job handlers in threads, or in forked processes for CPU-bound jobs "
+                   "(a process that overruns its timeout is killed).")
 @click.option("--jobs-only", is_flag=True, help="Run jobs only, no partition duty.")
 @click.option("--partitions-only", is_flag=True, help="Hold partitions only, run no jobs.")
 @connection_options
-def worker(settings: Settings, app_spec: str | None, concurrency: int, jobs_only: bool,
-           partitions_only: bool) -> None:
+def worker(settings: Settings, app_spec: str | None, concurrency: int, pool: str,
+           jobs_only: bool, partitions_only: bool) -> None:
     """Run a worker until SIGTERM: partition duty (apply, replicate, flush) and
     background jobs. SIGTERM stops consuming, flushes, hands partitions over,
     finishes running jobs and exits 0."""
@@ -42,7 +46,8 @@ def worker(settings: Settings, app_spec: str | None, concurrency: int, jobs_only
         raise click.UsageError("--jobs-only and --partitions-only exclude each other")
     app = load_app(app_spec) if app_spec else None
     raise SystemExit(run_worker(settings, app, partitions=not jobs_only,
-                                jobs=not partitions_only, concurrency=concurrency))
+                                jobs=not partitions_only, concurrency=concurrency,
+                                pool=pool))
 
 
 for command in (put, incr, delete, merge, append, get, status, deadletters):
@@ -50,6 +55,7 @@ for command in (put, incr, delete, merge, append, get, status, deadletters):
 
 
 def _register_optional() -> None:
+    from liftline.cli.autoscale import autoscale
     from liftline.cli.ingest import ingest
     from liftline.cli.jobs import jobs
     from liftline.cli.up import up
@@ -57,6 +63,7 @@ def _register_optional() -> None:
     cli.add_command(up)
     cli.add_command(ingest)
     cli.add_command(jobs)
+    cli.add_command(autoscale)
 
 
 _register_optional()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import click
@@ -53,8 +54,28 @@ def status(settings: Settings, as_json: bool) -> None:
         ("stream_tail", "TAIL"), ("lag", "LAG"), ("replica_lag", "REPLICA_LAGS"),
         ("keys", "KEYS"), ("retention_margin", "MARGIN"), ("flush_age_s", "FLUSH_AGE_S"),
     ])
+    if snapshot.get("autoscaler"):
+        click.echo("")
+        click.echo(autoscaler_line(snapshot["autoscaler"]))
     for warning in snapshot["warnings"]:
         click.echo(f"warning: {warning}", err=True)
+
+
+def autoscaler_line(state: dict[str, Any]) -> str:
+    """The autoscaler's last decision (and last change of the pool) in one or two lines."""
+    last = state.get("last") or {}
+    pool = state.get("pool") or {}
+    line = (f"autoscaler ({pool.get('backend', '?')}{', dry run' if last.get('dry_run') else ''},"
+            f" {state['age_s']:.1f}s ago): {last.get('action')} - backlog {last.get('backlog')}"
+            f" (streams {last.get('stream_backlog')}, jobs {last.get('job_backlog')}), "
+            f"rate {last.get('rate', 0):+.0f}/s, current {last.get('current')}, desired "
+            f"{last.get('desired')}: {last.get('reason')}")
+    change = state.get("change")
+    if change and change.get("at") != last.get("at"):
+        line += (f"\nlast change: {change['action']} {change['current']} -> {change['desired']}"
+                 f" at {time.strftime('%H:%M:%S', time.localtime(change['at']))}: "
+                 f"{change['reason']}")
+    return line
 
 
 @click.command()

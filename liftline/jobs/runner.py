@@ -122,6 +122,7 @@ class JobRunner:
                     break
                 log.warning("job runner lost a server (%r); reconnecting", exc)
                 self._running.clear()
+                self._to_begin.clear()
                 self._stopping.wait(self.settings.reconnect_backoff_s)
             except Exception:
                 # Anything else (a refused publish, a Redis error) must not end
@@ -129,6 +130,7 @@ class JobRunner:
                 log.exception("job runner failed; reconnecting")
                 # Unacked jobs come back from RabbitMQ; forget our copies.
                 self._running.clear()
+                self._to_begin.clear()
                 self._stopping.wait(self.settings.reconnect_backoff_s)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._redis.close()

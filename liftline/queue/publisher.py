@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -71,7 +72,7 @@ class ConfirmingPublisher:
         self._linger_armed = False
         self._halted = False
         self._connection: pika.SelectConnection | None = None
-        self._channel = None  # type: ignore[var-annotated]
+        self._channel: Any = None
         self._ready = False
         self._stopping = False
         self._closing = False

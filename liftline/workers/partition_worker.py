@@ -25,7 +25,7 @@ import pika.exceptions
 
 from liftline import codec
 from liftline.app import App
-from liftline.errors import BrokerUnavailable, InvalidMessage, StoreUnavailable
+from liftline.errors import BrokerError, InvalidMessage, StoreUnavailable
 from liftline.queue import topology
 from liftline.queue.connection import connect_blocking
 from liftline.settings import Settings
@@ -78,11 +78,14 @@ class Worker:
             while not self._stopping:
                 try:
                     self._serve()
-                except (pika.exceptions.AMQPError, OSError, BrokerUnavailable) as exc:
+                except (pika.exceptions.AMQPError, OSError, BrokerError) as exc:
+                    # BrokerError too: right after a RabbitMQ restart, declaring
+                    # the streams fails ("home node … is down") until they recover.
                     if self._stopping:
                         break
                     log.warning("lost RabbitMQ (%r); reconnecting", exc)
                     self._drop_connection()
+                    time.sleep(self.settings.reconnect_backoff_s)
                 except StoreUnavailable as exc:
                     log.warning("Redis unavailable (%s); retrying", exc)
                     self._drop_connection()

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -68,16 +69,26 @@ def cli(args: list[str], urls: list[str], cwd: Path,
 
 @pytest.mark.skipif(missing_local_binaries() is not None, reason="needs local binaries")
 def test_up_serves_the_cli_refuses_a_second_up_and_stops_cleanly(tmp_path: Path):
-    amqp_port, redis_port = free_ports(2)
+    amqp_port, redis_port, ingest_port = free_ports(3)
     urls = [f"--amqp-url=amqp://guest:guest@127.0.0.1:{amqp_port}/%2F",
             f"--redis-url=redis://127.0.0.1:{redis_port}/0"]
     data_dir = tmp_path / "data"
-    up = Up([*urls, "--data-dir", str(data_dir)], REPO)
+    up = Up([*urls, "--data-dir", str(data_dir), "--ingest-port", str(ingest_port)], REPO)
     try:
         up.wait_for("liftline ready", 120)
         out = up.output()
-        for component in ("rabbitmq ready", "redis ready", "topology ready", "worker ready"):
+        for component in ("rabbitmq ready", "redis ready", "topology ready", "worker ready",
+                          f"ingest ready: http://127.0.0.1:{ingest_port}"):
             assert component in out, out
+        posted = urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{ingest_port}/v1/writes", method="POST",
+            data=b'{"op": "set", "key": "gate:7", "value": "open"}',
+            headers={"Content-Type": "application/json"}), timeout=10)
+        assert posted.status == 202
+        http_ticket = json.load(posted)["ticket"]
+        read = urllib.request.urlopen(
+            f"http://127.0.0.1:{ingest_port}/v1/keys/gate:7?after={http_ticket}", timeout=10)
+        assert json.load(read)["value"] == "open"
 
         ticket = cli(["put", "skier:812", '{"lift": 21}'], urls, REPO).stdout.strip()
         assert ticket.count(".") == 2

@@ -1,0 +1,1 @@
+"""Example liftline applications (importable as ``examples.<name>`` from the repo root)."""

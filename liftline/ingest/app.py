@@ -1,0 +1,152 @@
+"""The ASGI application: routes, bearer-token check, metrics, JSON errors, lifespan.
+
+``create_app(settings, app)`` builds it for one process; uvicorn's workers call
+:func:`app_from_env` (settings from ``LIFTLINE_*``, the App from ``ingest_app``).
+An App's module may define ``ingest_routes(api, service)`` to add routes of its
+own (see ``examples/skiresort``); they get the same auth, metrics and errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import importlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from liftline.app import App, load_app
+from liftline.errors import ConfigError
+from liftline.ingest import routes
+from liftline.ingest.metrics import Metrics
+from liftline.ingest.openapi import Api
+from liftline.ingest.service import IngestService
+from liftline.ingest.validation import ApiError
+from liftline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+
+
+class Gate:
+    """Pure ASGI middleware: bearer tokens (when configured) and request metrics."""
+
+    def __init__(self, app: ASGIApp, tokens: list[str], metrics: Metrics) -> None:
+        self.app = app
+        self.tokens = [t.encode() for t in tokens]
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status = 500
+
+        async def send_and_count(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if self.tokens and scope["path"] not in OPEN_PATHS and not self._authorized(scope):
+                response = ApiError(401, "unauthorized", "send Authorization: Bearer <token>",
+                                    headers={"WWW-Authenticate": 'Bearer realm="liftline"'}
+                                    ).response()
+                await response(scope, receive, send_and_count)
+            else:
+                await self.app(scope, receive, send_and_count)
+        finally:
+            route = scope.get("route")
+            label = getattr(route, "path", None) or "unmatched"
+            self.metrics.request(scope["method"], label, status, time.perf_counter() - began)
+
+    def _authorized(self, scope: Scope) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, token = value.partition(b" ")
+                if scheme.lower() != b"bearer":
+                    return False
+                token = token.strip()
+                return any(hmac.compare_digest(token, t) for t in self.tokens)
+        return False
+
+
+def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "no_route", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return ApiError(exc.status_code, code, f"{exc.detail}: {request.method} {request.url.path}",
+                    headers=dict(exc.headers or {})).response()
+
+
+def _server_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    return ApiError(500, "internal", "internal error (logged)").response()
+
+
+def create_app(settings: Settings, app: App | None = None, *,
+               extra_routes: Any = None) -> Starlette:
+    """The ingest ASGI app for one process; connects on startup, closes on shutdown.
+
+    ``extra_routes(api, service)`` adds routes (default: the App module's
+    ``ingest_routes``, if it has one).
+    """
+    service = IngestService(settings, app)
+    api = Api("liftline ingest" + (f" ({app.name})" if app else ""), "1")
+    routes.register(api)
+    if extra_routes is not None:
+        extra_routes(api, service)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        settings.log_start("ingest")
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    tokens = [t.strip() for t in settings.ingest_tokens.split(",") if t.strip()]
+    starlette = Starlette(
+        routes=api.routes,
+        lifespan=lifespan,
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error,
+                            Exception: _server_error},
+    )
+    starlette.router.redirect_slashes = False  # an API answers 404, not a redirect
+    starlette.add_middleware(Gate, tokens=tokens, metrics=service.metrics)
+    starlette.state.service = service
+    starlette.state.api = api
+    return starlette
+
+
+def routes_of(spec: str) -> Any:
+    """The ``ingest_routes`` function beside the App at ``spec`` (None if it has none)."""
+    module = importlib.import_module(spec.partition(":")[0])
+    hook = getattr(module, "ingest_routes", None)
+    if hook is not None and not callable(hook):
+        raise ConfigError(f"{spec}: ingest_routes must be a function (api, service)")
+    return hook
+
+
+def app_from_env() -> Starlette:
+    """Factory for uvicorn (``--factory``): settings from LIFTLINE_*, App from ingest_app."""
+    settings = Settings.from_env()
+    if not settings.ingest_app:
+        return create_app(settings)
+    return create_app(settings, load_app(settings.ingest_app),
+                      extra_routes=routes_of(settings.ingest_app))

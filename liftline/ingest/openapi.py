@@ -1,0 +1,132 @@
+"""Routes declared once, for Starlette and for the OpenAPI document at /openapi.json.
+
+``api.route(path, method, summary=…, params=…, body=…, responses=…)`` registers
+a handler and its description; the generic routes and an app's own routes
+(``ingest_routes(api, service)`` in the app's module) use the same registry.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+ERROR = {
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {
+        "error": {"type": "string"},
+        "message": {"type": "string"},
+        "field": {"type": ["string", "null"], "description": "the offending field, if any"},
+    },
+}
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
+TICKET = {"type": "string", "pattern": r"^\d+\..+\.\d+$",
+          "description": "partition.producer_id.seq", "example": "3.9f2c1a7be04d5c11.42"}
+_STANDARD = {
+    "400": "the body is not JSON",
+    "401": "missing or wrong bearer token (when the service has tokens)",
+    "413": "the body is larger than ingest_max_body_bytes",
+    "415": "the content type is not JSON",
+    "422": "a field is missing or wrong; `field` names it",
+    "503": "RabbitMQ or Redis unavailable, a resource alarm, or no live owner; see Retry-After",
+}
+
+
+def query(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+def path_param(name: str, schema: dict[str, Any], description: str = "") -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema,
+            "description": description}
+
+
+READ_PARAMS = [
+    query("consistency", {"type": "string", "enum": ["primary", "stale"], "default": "primary"},
+          "primary: the partition owner's memory; stale: the last value flushed to Redis"),
+    query("after", TICKET, "wait until this write is applied (read-your-writes)"),
+    query("timeout_ms", {"type": "integer", "minimum": 0, "maximum": 60000, "default": 2000},
+          "how long `after` may wait"),
+]
+
+
+class Api:
+    """The service's routes and their OpenAPI description."""
+
+    def __init__(self, title: str, version: str) -> None:
+        self.title = title
+        self.version = version
+        self.routes: list[Route] = []
+        self.paths: dict[str, dict[str, Any]] = {}
+        self.schemas: dict[str, Any] = {"Error": ERROR}
+
+    def route(self, path: str, method: str, *, summary: str,
+              params: Sequence[dict[str, Any]] = (), body: dict[str, Any] | None = None,
+              responses: dict[int, Any],
+              tags: tuple[str, ...] = (), standard: tuple[str, ...] = ("401", "503"),
+              auth: bool = True, invalid_status: str = "422") -> Callable[[Handler], Handler]:
+        """Register ``handler`` for ``method path``; ``responses``: status → (text, schema).
+
+        ``invalid_status`` is the status of a missing or wrong field (422, or 400
+        for APIs whose clients expect that)."""
+
+        def register(handler: Handler) -> Handler:
+            self.routes.append(Route(path, handler, methods=[method]))
+            operation: dict[str, Any] = {
+                "summary": summary, "operationId": handler.__name__,
+                "parameters": list(params), "responses": {}, "tags": list(tags),
+            }
+            if not auth:
+                operation["security"] = []
+            if body is not None:
+                operation["requestBody"] = {"required": True, "content": {
+                    "application/json": {"schema": body}}}
+            for status, answer in responses.items():
+                text, schema = answer if isinstance(answer, tuple) else (answer, None)
+                entry: dict[str, Any] = {"description": text}
+                if schema is not None:
+                    entry["content"] = {"application/json": {"schema": schema}}
+                operation["responses"][str(status)] = entry
+            wanted = list(standard) + (["400", "413", "415", invalid_status]
+                                       if body is not None else [])
+            if any(p["in"] == "query" or p["in"] == "path" for p in params):
+                wanted.append(invalid_status)
+            for code in wanted:
+                if code == "401" and not auth:
+                    continue
+                operation["responses"].setdefault(code, {
+                    "description": _STANDARD["422" if code == invalid_status else code],
+                    "content": {"application/json": {"schema": ERROR_REF}},
+                })
+            self.paths.setdefault(_openapi_path(path), {})[method.lower()] = operation
+            return handler
+
+        return register
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "openapi": "3.1.0",
+            "info": {"title": self.title, "version": self.version,
+                     "description": "liftline HTTP ingest: keyed writes acknowledged once "
+                                    "RabbitMQ confirmed them (202 + ticket), reads at three "
+                                    "consistency levels, ticket status."},
+            "paths": self.paths,
+            "components": {
+                "schemas": self.schemas,
+                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            },
+            "security": [{"bearer": []}],
+        }
+
+
+def _openapi_path(path: str) -> str:
+    """Starlette's ``{name:int}`` converters become plain ``{name}``."""
+    return re.sub(r"\{(\w+):\w+\}", r"{\1}", path)

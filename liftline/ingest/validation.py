@@ -1,0 +1,196 @@
+"""Request bodies and parameters: size limit, JSON, and checks that name the field.
+
+Every refusal is an :class:`ApiError`, answered as JSON
+``{"error": code, "message": text, "field": name-or-null}``: 400 for bytes that
+are not JSON, 413 for a body over the limit, 415 for a non-JSON content type,
+422 for JSON whose fields are wrong (the ``field`` says which, e.g.
+``writes[3].value``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from liftline import codec
+from liftline.errors import InvalidWrite
+from liftline.producer.tickets import Ticket
+
+WRITE_FIELDS = frozenset({"op", "key", "value", "cap", "expected_version"})
+CONSISTENCY = ("primary", "stale")
+MAX_WAIT_MS = 60_000
+
+
+class ApiError(Exception):
+    """An HTTP error answer with a JSON body naming what was wrong."""
+
+    def __init__(self, status: int, code: str, message: str, *, field: str | None = None,
+                 headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None
+                 ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.headers = headers
+        self.extra = extra or {}
+
+    def response(self) -> JSONResponse:
+        body = {"error": self.code, "message": self.message, "field": self.field, **self.extra}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def invalid(field: str, message: str) -> ApiError:
+    return ApiError(422, "invalid", f"{field}: {message}" if field else message, field=field)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    """The request body decoded as JSON, within ``max_bytes``."""
+    ctype = request.headers.get("content-type", "")
+    if ctype and not _is_json(ctype):
+        raise ApiError(415, "unsupported_media_type",
+                       f"content-type {ctype!r}: send application/json")
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > max_bytes:
+        raise ApiError(413, "too_large", f"body of {length} bytes exceeds {max_bytes}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise ApiError(413, "too_large", f"body exceeds {max_bytes} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw:
+        raise ApiError(400, "bad_json", "empty body: send a JSON object")
+    try:
+        return json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise ApiError(400, "bad_json", "the JSON body nests too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "bad_json", f"body is not JSON: {exc}") from None
+
+
+def _is_json(ctype: str) -> bool:
+    media = ctype.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def require_object(body: Any, field: str = "") -> dict[str, Any]:
+    """``body`` when it is a JSON object; 422 naming ``field`` (or ``body``) otherwise."""
+    if not isinstance(body, dict):
+        raise invalid(field or "body", f"expected a JSON object, got {_kind(body)}")
+    return body
+
+
+def parse_write(body: Any, ops: frozenset[str] | None,
+                field: str = "") -> tuple[str, str, Any, Any]:
+    """(op, key, value, arg) of one write object; ApiError 422 naming the field otherwise.
+
+    ``{"op", "key", "value", "cap"?, "expected_version"?}``; ``ops`` are the
+    accepted op names (None: any; the worker dead-letters unknown ones).
+    """
+    prefix = f"{field}." if field else ""
+    obj = require_object(body, field)
+    unknown = sorted(set(obj) - WRITE_FIELDS)
+    if unknown:
+        raise invalid(prefix + unknown[0], f"unknown field; allowed: {sorted(WRITE_FIELDS)}")
+    op = obj.get("op")
+    if not isinstance(op, str) or not op:
+        raise invalid(prefix + "op", "required, a non-empty string")
+    if ops is not None and op not in ops:
+        raise invalid(prefix + "op", f"unknown op {op!r}; one of {sorted(ops)}")
+    key = obj.get("key")
+    try:
+        codec.check_key(key)
+    except InvalidWrite as exc:
+        raise invalid(prefix + "key", str(exc)) from None
+    value = obj.get("value")
+    arg: Any = None
+    if op == "append":
+        arg = obj.get("cap")
+    elif op == "cas":
+        arg = obj.get("expected_version")
+        if arg is None:
+            raise invalid(prefix + "expected_version", "required for cas (0 = absent)")
+    for name in ("cap", "expected_version"):
+        if name in obj and not (name == "cap" and op == "append"
+                                or name == "expected_version" and op == "cas"):
+            raise invalid(prefix + name, f"not allowed for op {op!r}")
+    if op not in ("delete",) and "value" not in obj:
+        raise invalid(prefix + "value", "required")
+    try:
+        codec.check_write(op, key, value, arg)
+    except InvalidWrite as exc:
+        text = str(exc)
+        name = "cap" if "cap" in text else "expected_version" if "expected" in text else "value"
+        raise invalid(prefix + name, text) from None
+    return op, str(key), value, arg
+
+
+def write_error_field(exc: InvalidWrite, field: str = "") -> ApiError:
+    """A limit found while packing (value size, unencodable numbers) → 422 on ``value``."""
+    return invalid(f"{field}.value" if field else "value", str(exc))
+
+
+def query_int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid(name, f"expected an integer, got {raw[:40]!r}") from None
+    if not lo <= value <= hi:
+        raise invalid(name, f"must be {lo}..{hi}")
+    return value
+
+
+def read_options(request: Request, partitions: int) -> tuple[str, Ticket | None, int]:
+    """(consistency, after ticket or None, timeout_ms) from the query string."""
+    consistency = request.query_params.get("consistency") or "primary"
+    if consistency not in CONSISTENCY:
+        raise invalid("consistency", f"one of {list(CONSISTENCY)}")
+    after = parse_ticket(request.query_params.get("after"), partitions, "after")
+    if after is not None and consistency == "stale":
+        raise invalid("after", "a stale read cannot wait for a ticket; drop consistency=stale")
+    timeout_ms = query_int(request, "timeout_ms", 2000, 0, MAX_WAIT_MS)
+    return consistency, after, timeout_ms
+
+
+def parse_ticket(raw: str | None, partitions: int, field: str = "ticket") -> Ticket | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        ticket = Ticket.parse(raw)
+    except InvalidWrite:
+        raise invalid(field, "expected partition.producer_id.seq") from None
+    if ticket.partition >= partitions:
+        raise invalid(field, f"partition {ticket.partition} is out of range (0..{partitions - 1})")
+    if len(ticket.producer_id) > 64:
+        raise invalid(field, "producer id is longer than 64 characters")
+    return ticket
+
+
+def bounded_int(value: Any, field: str, lo: int, hi: int) -> int:
+    """An integer field of a body (JSON numbers like 3.0 are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and math.isfinite(value):
+            raise invalid(field, "expected an integer, got a fraction")
+        raise invalid(field, f"expected an integer, got {_kind(value)}")
+    if not lo <= value <= hi:
+        raise invalid(field, f"must be {lo}..{hi}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number", type(None): "null"}.get(type(value), "a value")

@@ -1,0 +1,78 @@
+"""Pure parts of the ingest service: write parsing, metrics text, the OpenAPI document."""
+
+from __future__ import annotations
+
+import pytest
+
+from liftline.codec import BUILTIN_OPS
+from liftline.ingest import routes
+from liftline.ingest.metrics import Metrics
+from liftline.ingest.openapi import Api
+from liftline.ingest.server import settings_env
+from liftline.ingest.validation import ApiError, parse_write
+from liftline.settings import Settings
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ([], "body"),
+    ({"op": "set", "value": 1}, "key"),
+    ({"op": "set", "key": ""}, "key"),
+    ({"key": "a", "value": 1}, "op"),
+    ({"op": "nope", "key": "a", "value": 1}, "op"),
+    ({"op": "incr", "key": "a", "value": "1"}, "value"),
+    ({"op": "merge", "key": "a", "value": [1]}, "value"),
+    ({"op": "set", "key": "a"}, "value"),
+    ({"op": "cas", "key": "a", "value": 1}, "expected_version"),
+    ({"op": "cas", "key": "a", "value": 1, "expected_version": -1}, "expected_version"),
+    ({"op": "append", "key": "a", "value": 1, "cap": 0}, "cap"),
+    ({"op": "set", "key": "a", "value": 1, "cap": 3}, "cap"),
+    ({"op": "set", "key": "a", "value": 1, "extra": 3}, "extra"),
+])
+def test_bad_writes_name_the_field(body, field):
+    with pytest.raises(ApiError) as caught:
+        parse_write(body, BUILTIN_OPS)
+    assert (caught.value.status, caught.value.field) == (422, field)
+    with pytest.raises(ApiError) as nested:
+        parse_write(body, BUILTIN_OPS, "writes[4]")
+    assert nested.value.field in ("writes[4]", f"writes[4].{field}")
+
+
+def test_good_writes_parse():
+    assert parse_write({"op": "delete", "key": "a"}, BUILTIN_OPS) == ("delete", "a", None, None)
+    assert parse_write({"op": "append", "key": "a", "value": 1, "cap": 2}, BUILTIN_OPS) == (
+        "append", "a", 1, 2)
+    assert parse_write({"op": "cas", "key": "a", "value": 1, "expected_version": 0},
+                       BUILTIN_OPS) == ("cas", "a", 1, 0)
+    assert parse_write({"op": "lift_ride", "key": "a", "value": {}}, None)[0] == "lift_ride"
+
+
+def test_metrics_render_prometheus_text():
+    metrics = Metrics("p1")
+    metrics.request("POST", "/v1/writes", 202, 0.003)
+    metrics.request("POST", "/v1/writes", 202, 20.0)
+    metrics.count_writes("accepted", 2)
+    metrics.gauge("pending_writes", lambda: 7)
+    text = metrics.render()
+    assert ('liftline_http_requests_total{producer="p1",method="POST",route="/v1/writes",'
+            'status="202"} 2') in text
+    assert ('liftline_http_request_seconds_bucket{producer="p1",method="POST",'
+            'route="/v1/writes",le="0.005"} 1') in text
+    assert 'le="+Inf"} 2' in text
+    assert 'liftline_ingest_writes_total{producer="p1",outcome="accepted"} 2' in text
+    assert 'liftline_ingest_pending_writes{producer="p1"} 7' in text
+
+
+def test_openapi_document_lists_routes_and_errors():
+    api = Api("t", "1")
+    routes.register(api)
+    doc = api.document()
+    post = doc["paths"]["/v1/writes"]["post"]
+    assert {"202", "400", "401", "413", "415", "422", "503"} <= set(post["responses"])
+    assert "{key}" in "".join(doc["paths"]) and ":path" not in "".join(doc["paths"])
+    assert doc["paths"]["/healthz"]["get"]["security"] == []
+
+
+def test_settings_survive_the_trip_through_the_environment():
+    settings = Settings(cluster="c1", partitions=8, ingest_port=9000, ingest_tokens="a,b",
+                        ingest_publish_timeout_s=2.5)
+    assert Settings.from_env(settings_env(settings)) == settings
