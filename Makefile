@@ -22,6 +22,7 @@ lint: setup
 
 bench: setup
 	LIFTLINE_WITH_WRK=1 scripts/ensure-system.sh
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 setup: system venv
