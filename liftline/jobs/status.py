@@ -112,13 +112,17 @@ class JobStatus:
                                         "updated": now, "name": name, "error": "",
                                         "result": codec.pack(result)})
                 pipe.expire(key, self.result_ttl_s)
-                pipe.hincrby(self.stats_key(name), "succeeded", 1)
-                rate_key = f"ll:{self.cluster}:jobrate:{name}:{minute}"
-                pipe.incr(rate_key)
-                pipe.expire(rate_key, 180)
+                self._count_success(pipe, name, minute)
             pipe.execute()
         except redis.RedisError as exc:
             raise _wrap(exc) from exc
+
+    def _count_success(self, pipe: Any, name: str, minute: int) -> None:
+        """The per-name success counter and the per-minute bucket `stats` rates from."""
+        pipe.hincrby(self.stats_key(name), "succeeded", 1)
+        rate_key = f"ll:{self.cluster}:jobrate:{name}:{minute}"
+        pipe.incr(rate_key)
+        pipe.expire(rate_key, 180)
 
     def forget(self, job_id: str) -> None:
         try:
@@ -157,12 +161,10 @@ class JobStatus:
             pipe.hset(self.key(job_id), mapping=mapping)
             pipe.expire(self.key(job_id), ttl)
             if counter:
-                pipe.hincrby(self.stats_key(name), counter, 1)
                 if counter == "succeeded":
-                    minute = int(time.time() // 60)
-                    rate_key = f"ll:{self.cluster}:jobrate:{name}:{minute}"
-                    pipe.incr(rate_key)
-                    pipe.expire(rate_key, 180)
+                    self._count_success(pipe, name, int(time.time() // 60))
+                else:
+                    pipe.hincrby(self.stats_key(name), counter, 1)
             pipe.execute()
         except redis.RedisError as exc:
             raise _wrap(exc) from exc

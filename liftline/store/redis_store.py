@@ -136,26 +136,23 @@ class RedisStore:
             raise _wrap(exc) from exc
         return {int(k): v.decode() for k, v in raw.items()}
 
-    def epochs(self, partitions: list[int]) -> dict[int, int]:
-        """The current epoch of each partition (0 if never claimed)."""
+    def _state_field(self, partitions: list[int], field: str) -> list[Any]:
         try:
             pipe = self.client.pipeline(transaction=False)
             for p in partitions:
-                pipe.hget(self.keys.state(p), "epoch")
-            values = pipe.execute()
+                pipe.hget(self.keys.state(p), field)
+            return list(pipe.execute())
         except redis.RedisError as exc:
             raise _wrap(exc) from exc
+
+    def epochs(self, partitions: list[int]) -> dict[int, int]:
+        """The current epoch of each partition (0 if never claimed)."""
+        values = self._state_field(partitions, "epoch")
         return {p: int(v or 0) for p, v in zip(partitions, values, strict=True)}
 
     def flushed_offsets(self, partitions: list[int]) -> dict[int, int]:
         """The flushed offset of each partition (-1 if never flushed)."""
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            for p in partitions:
-                pipe.hget(self.keys.state(p), "offset")
-            values = pipe.execute()
-        except redis.RedisError as exc:
-            raise _wrap(exc) from exc
+        values = self._state_field(partitions, "offset")
         return {p: -1 if v is None else int(v) for p, v in zip(partitions, values, strict=True)}
 
     def state(self, partition: int) -> dict[str, str]:
