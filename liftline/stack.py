@@ -27,6 +27,7 @@ from liftline.store.redis_store import RedisStore, connect
 
 if TYPE_CHECKING:
     from liftline.ingest.process import IngestProcess
+    from liftline.servers.local import LocalRabbitMQ, LocalRedis
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,8 @@ class LocalStack:
         self.say = say
         self.root = settings.data_path.resolve()
         self._lock_file: IO[str] | None = None
-        self.rabbitmq = None  # type: ignore[var-annotated]
-        self.redis = None  # type: ignore[var-annotated]
+        self.rabbitmq: LocalRabbitMQ | None = None
+        self.redis: LocalRedis | None = None
         self.procs: list[subprocess.Popen[bytes]] = []
         self.ingest: IngestProcess | None = None
         self._stop = False

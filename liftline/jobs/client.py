@@ -107,11 +107,11 @@ class JobClient:
         for name, args, key, job_id in jobs:
             self._check(name, args)
             built.append(new_job(name, args, key, job_id))
-        created = self.status.create_many([(j.id, j.name, j.key) for j in built])
-        prepared = list(zip(built, created, strict=True))
+        fresh = self.status.create_many([(j.id, j.name, j.key) for j in built])
+        prepared = list(zip(built, fresh, strict=True))
         messages = []
-        for job, created in prepared:
-            if not created:
+        for job, is_new in prepared:
+            if not is_new:
                 continue
             routing = f"k{topology.key_queue(job.key, self.settings)}" if job.key else "any"
             props = pika.BasicProperties(message_id=job.id, delivery_mode=2,
@@ -122,8 +122,8 @@ class JobClient:
             with self._lock:
                 self._publish(messages)
         except LiftlineError:
-            for job, created in prepared:
-                if created:
+            for job, is_new in prepared:
+                if is_new:
                     self.status.forget(job.id)
             raise
         return [JobHandle(job.id, self.status, created) for job, created in prepared]
