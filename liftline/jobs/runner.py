@@ -94,7 +94,6 @@ class JobRunner:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self.run, name="liftline-jobs", daemon=True)
         self._to_begin: list[_Running] = []
-        self._cautious = True
         self._pub: ConfirmedChannel | None = None
         self._conn: pika.BlockingConnection | None = None
         self._channels: list[Any] = []
@@ -146,12 +145,15 @@ class JobRunner:
             work = conn.channel()
             # No more jobs than handlers: every job held unacked by a worker that
             # crashes counts one delivery toward the limit, innocent ones too.
-            # Cautious until a fresh job arrives: a worker that just started may be
-            # the next victim of a job that crashed the previous one.
-            self._cautious = True
-            work.basic_qos(prefetch_count=1)
+            work.basic_qos(prefetch_count=self.concurrency)
             work.basic_consume(self.names.queue, self._deliver(keyed=False))
             self._channels.append(work)
+            # Jobs that were out when a worker died wait here and run one at a
+            # time, each alone on its worker (single active consumer).
+            suspects = conn.channel()
+            suspects.basic_qos(prefetch_count=1)
+            suspects.basic_consume(self.names.suspect, self._deliver(keyed=False))
+            self._channels.append(suspects)
             for n in range(self.settings.job_key_queues):
                 keyed = conn.channel()
                 keyed.basic_qos(prefetch_count=1)  # one job at a time per key queue
@@ -203,12 +205,18 @@ class JobRunner:
             self._to_dead(body, job.id, job.name, job.attempt, str(exc), "")
             channel.basic_ack(tag)
             return
-        suspect = int((props.headers or {}).get("x-delivery-count", 0)) > 0
-        if not keyed and suspect != self._cautious:
-            # After a crash, take jobs one at a time until a fresh one arrives, so
-            # that a job that kills its worker takes no other job down with it.
-            self._cautious = suspect
-            channel.basic_qos(prefetch_count=1 if suspect else self.concurrency)
+        headers = props.headers or {}
+        suspect = int(headers.get("x-delivery-count", 0)) > 0 or "x-liftline-suspect" in headers
+        if suspect and not keyed and "x-liftline-suspect" not in headers:
+            # It was out when a worker died, maybe because of it: move it to the
+            # suspects queue, so that neither it nor the jobs that came back with
+            # it can take each other down again.
+            assert self._pub is not None
+            self._pub.publish("", self.names.suspect, body, pika.BasicProperties(
+                message_id=job.id, headers={"x-liftline-suspect": 1}, **_PROPS))
+            self._pub.wait(self.settings.confirm_timeout_s)
+            channel.basic_ack(tag)
+            return
         self._to_begin.append(_Running(job, spec, channel, tag, None, None, keyed,
                                        suspect=suspect))
 

@@ -6,6 +6,9 @@
 - ``liftline.<c>.jobs.delay.<ms>``: classic queues with a queue TTL that
   dead-letter back into the jobs queue (retry backoff); the delays form a
   ladder so a message never waits behind a longer one;
+- ``liftline.<c>.jobs.suspects``: jobs that were out when their worker died; one
+  delivery at a time over the whole cluster, so a job that kills workers takes
+  no other job down with it again;
 - ``liftline.<c>.jobs.dlx`` (fanout) → ``…jobs.dead-intake``: where RabbitMQ puts
   a job past ``x-delivery-limit`` (a crash loop) and where workers put a job out
   of retries; workers record each in Redis and park it in ``…jobs.dead``.
@@ -30,6 +33,7 @@ class JobNames:
         self.dlx = f"{base}.dlx"
         self.intake = f"{base}.dead-intake"
         self.dead = f"{base}.dead"
+        self.suspect = f"{base}.suspects"
         self._base = base
 
     def keyed(self, n: int) -> str:
@@ -71,6 +75,10 @@ def declare(channel: Any, settings: Settings) -> JobNames:
         channel.queue_declare(names.keyed(n), durable=True,
                               arguments={**work_args, "x-single-active-consumer": True})
         channel.queue_bind(names.keyed(n), names.exchange, routing_key=f"k{n}")
+    # A suspect already took one worker down: it may take limit - 1 more.
+    channel.queue_declare(names.suspect, durable=True, arguments={
+        **work_args, "x-delivery-limit": max(settings.job_delivery_limit - 1, 0),
+        "x-single-active-consumer": True})
     channel.queue_declare(names.intake, durable=True, arguments={"x-queue-type": "quorum"})
     channel.queue_bind(names.intake, names.dlx)
     channel.queue_declare(names.dead, durable=True, arguments={"x-queue-type": "quorum"})
