@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from liftline.app import App, load_app
 from liftline.errors import ConfigError
-from liftline.ingest import routes
+from liftline.ingest import jobs_routes, routes
 from liftline.ingest.metrics import Metrics
 from liftline.ingest.openapi import Api
 from liftline.ingest.service import IngestService
@@ -108,6 +108,7 @@ def create_app(settings: Settings, app: App | None = None, *,
     service = IngestService(settings, app)
     api = Api("liftline ingest" + (f" ({app.name})" if app else ""), "1")
     routes.register(api)
+    jobs_routes.register(api)
     if extra_routes is not None:
         extra_routes(api, service)
 

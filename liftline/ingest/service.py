@@ -89,6 +89,9 @@ class IngestService:
             await self._rpc.close()
         if self._redis is not None:
             await self._redis.aclose()
+        jobs = getattr(self, "_jobs_client", None)
+        if jobs is not None:
+            await asyncio.to_thread(jobs.close)
 
     def state(self) -> str:
         return "starting" if self.writer is None else self.writer.state()

@@ -199,3 +199,27 @@ def test_process_pool_runs_handlers_in_children_and_kills_overruns(client, job_w
     failing = client.enqueue("until_fixed", flag="proc-fail")
     with pytest.raises(JobFailed, match="not fixed yet"):
         failing.result(timeout=30)
+
+
+def test_post_v1_jobs_on_the_ingest_service(job_settings, job_workers, tmp_path):
+    from http_ingest import Servers
+
+    job_workers.start(app=APP)
+    servers = Servers(tmp_path)
+    try:
+        server = servers.start(job_settings, app=APP)
+        http = servers.client(server)
+        answer = http.post("/v1/jobs", {"name": "echo", "args": {"value": "via http"},
+                                        "job_id": "http-1"})
+        assert answer.status == 202 and answer.body == {"job_id": "http-1", "created": True}
+        again = http.post("/v1/jobs", {"name": "echo", "args": {"value": 2}, "job_id": "http-1"})
+        assert again.body["created"] is False
+        done = wait_until(lambda: (r := http.get("/v1/jobs/http-1")).body.get("state")
+                          == "succeeded" and r, 20, message="the job over HTTP")
+        assert done.body["result"]["value"] == "via http"
+        assert http.post("/v1/jobs", {"name": "no_such_job"}).status == 422
+        assert http.post("/v1/jobs", {"name": "echo", "args": {"wrong": 1}}).status == 422
+        assert http.post("/v1/jobs", {"name": "echo", "colour": 1}).status == 422
+        assert http.get("/v1/jobs/unknown-id").status == 404
+    finally:
+        servers.stop_all()
