@@ -70,6 +70,8 @@ class Trial:
     worker_exit: int | None = None
     limit_s: float = 180.0
     others_before: float | None = None
+    # What RabbitMQ applies to the worker's consumer(s) of the queue (management API).
+    consumer_prefetch: list[int] | None = None
     cpu: dict[str, Any] = field(default_factory=dict)
     error: str = ""
 
@@ -205,6 +207,22 @@ def _wait_consuming(amqp_url: str, queue: str, worker: PeerWorker) -> float:
                        f"{WORKER_READY_S:.0f}s:\n{worker.log_tail()}")
 
 
+def _consumer_prefetch(management_url: str | None, queue: str) -> list[int] | None:
+    """The prefetch_count of every consumer of ``queue`` as RabbitMQ applies it (the
+    management API lists consumers after its stats interval, 5 s by default)."""
+    if not management_url:
+        return None
+    from liftline.servers.base import management_get
+
+    try:
+        consumers = management_get(management_url, "/api/consumers") or []
+    except Exception:  # noqa: BLE001 - a missing figure must not end the trial
+        return None
+    found = [int(c.get("prefetch_count", 0)) for c in consumers
+             if isinstance(c, dict) and c.get("queue", {}).get("name") == queue]
+    return sorted(found) or None
+
+
 def _delete(amqp_url: str, queues: list[str], exchanges: list[str]) -> None:
     try:
         conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
@@ -289,6 +307,7 @@ def _run_trial(ctx: Context, trial: Trial, worker_argv: list[str], env: dict[str
                                          trial.key)
             done_at = time.perf_counter()
         trial.cpu = cpu.stop()
+        trial.consumer_prefetch = _consumer_prefetch(ctx.servers.management_url, queue)
         ctx.results.cpu[f"jobs {trial.key}"] = trial.cpu
         trial.done = _count(client, counter)
         trial.e2e_s = round(done_at - began, 3)
@@ -362,6 +381,7 @@ def _liftline(ctx: Context, counter: str, client: redis.Redis, many: bool) -> Tr
         job_client.close()
         _delete(ctx.servers.amqp_url,
                 [names.queue, names.intake, names.dead,
+                 *([names.suspect] if hasattr(names, "suspect") else []),
                  *(names.keyed(n) for n in range(settings.job_key_queues))],
                 [names.exchange, names.dlx])
         cleanup(settings)
@@ -553,14 +573,18 @@ def jobs_markdown(ctx: Context, trials: list[Trial], missing: list[str]) -> str:
         "(always on: queued at enqueue, running, succeeded).",
         "- Queues: liftline a quorum queue (its design); Celery and Dramatiq their default "
         "durable classic queues. Acks: liftline and Dramatiq ack after the handler returns; "
-        "Celery acks on receipt (its default, `task_acks_late=False`). Prefetch at 8 "
-        f"threads: liftline {CONCURRENCY} (= concurrency), Celery {CONCURRENCY * 4} "
-        f"(multiplier 4), Dramatiq {CONCURRENCY * 2} (2 × threads).",
+        "Celery acks on receipt (its default, `task_acks_late=False`). Prefetch asked for "
+        f"at 8 threads: liftline {CONCURRENCY} (= concurrency; redelivered jobs go one at a "
+        f"time through its suspects queue), Celery {CONCURRENCY * 4} (multiplier 4), Dramatiq "
+        f"{CONCURRENCY * 2} (2 × threads); the table shows what RabbitMQ applied to the "
+        "worker's consumer of the work queue (management API, read at the end of a trial; "
+        "0 = no per-consumer limit: Celery sets its limit on the channel; n/a = the trial "
+        "ended before the API listed the consumer).",
         "",
         "| System | Enqueue API | Publisher confirms | Enqueue s | Enqueue jobs/s | "
         "End to end s | End-to-end jobs/s | done when submitting ended | then jobs/s "
-        "(worker alone) | worker CPU (cores) | others CPU |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "(worker alone) | consumer prefetch (RabbitMQ) | worker CPU (cores) | others CPU |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for t in trials:
         e2e = f"{t.e2e_s:.2f}" if t.e2e_s is not None and t.complete else \
@@ -570,6 +594,7 @@ def jobs_markdown(ctx: Context, trials: list[Trial], missing: list[str]) -> str:
             f"{t.enqueue_s if t.enqueue_s is not None else 'n/a'} | "
             f"{_cell(t.enqueue_per_s)} | {e2e} | {_cell(t.e2e_per_s)} | "
             f"{t.done_at_submit_end:,} of {t.submitted:,} | {_cell(t.drain_per_s)} | "
+            f"{', '.join(map(str, t.consumer_prefetch or [])) or 'n/a'} | "
             f"{t.cpu.get('worker', 0):.2f} | "
             f"{t.cpu.get('others', 0):.2f} |")
     ours = by_key.get("liftline")
