@@ -143,9 +143,11 @@ class JobRunner:
             self._delays.clear()
             self._channels = []
             work = conn.channel()
-            # No more jobs than handlers: every job held unacked by a worker that
-            # crashes counts one delivery toward the limit, innocent ones too.
-            work.basic_qos(prefetch_count=self.concurrency)
+            # Four jobs per handler in flight keep the handlers busy across the
+            # Redis and ack round trips. If the worker dies, each of them counts one
+            # delivery and moves to the suspects queue, where they run one at a
+            # time: an innocent job pays one delivery, not the whole limit.
+            work.basic_qos(prefetch_count=self.concurrency * 4)
             work.basic_consume(self.names.queue, self._deliver(keyed=False))
             self._channels.append(work)
             # Jobs that were out when a worker died wait here and run one at a
