@@ -388,6 +388,21 @@ def _liftline(ctx: Context, counter: str, client: redis.Redis, many: bool) -> Tr
     return trial
 
 
+def _one_at_a_time(send_one: Any) -> Any:
+    """A submit function calling ``send_one()`` n times, until the deadline passes."""
+
+    def submit(n: int, deadline: Deadline) -> int:
+        done = 0
+        while done < n:
+            send_one()
+            done += 1
+            if done % 50 == 0 and deadline.passed():
+                break
+        return done
+
+    return submit
+
+
 def _celery(ctx: Context, counter: str, client: redis.Redis, confirm: bool) -> Trial:
     queue = f"bench-celery-{ctx.run_id}-{'c' if confirm else 'n'}"
     worker_cmd = ("python -m celery -A benchmarks.peers.celery_app worker --pool threads "
@@ -400,16 +415,7 @@ def _celery(ctx: Context, counter: str, client: redis.Redis, confirm: bool) -> T
         worker_cmd=worker_cmd, jobs=ctx.sizes.jobs, limit_s=ctx.sizes.jobs_submit_limit_s)
     env = _peer_env(ctx, queue, counter, confirm)
     module = _load("celery_app", env)
-    delay = module.noop.delay
-
-    def submit(n: int, deadline: Deadline) -> int:
-        done = 0
-        while done < n:
-            delay()
-            done += 1
-            if done % 50 == 0 and deadline.passed():
-                break
-        return done
+    submit = _one_at_a_time(module.noop.delay)
 
     try:
         _run_trial(ctx, trial, [sys.executable, *worker_cmd.split()[1:]],
@@ -433,16 +439,7 @@ def _dramatiq(ctx: Context, counter: str, client: redis.Redis, confirm: bool) ->
         worker_cmd=worker_cmd, jobs=ctx.sizes.jobs, limit_s=ctx.sizes.jobs_submit_limit_s)
     env = _peer_env(ctx, queue, counter, confirm)
     module = _load("dramatiq_app", env)
-    send = module.noop.send
-
-    def submit(n: int, deadline: Deadline) -> int:
-        done = 0
-        while done < n:
-            send()
-            done += 1
-            if done % 50 == 0 and deadline.passed():
-                break
-        return done
+    submit = _one_at_a_time(module.noop.send)
 
     try:
         _run_trial(ctx, trial, [sys.executable, *worker_cmd.split()[1:]],

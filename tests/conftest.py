@@ -116,3 +116,14 @@ def workers(settings: Settings, redis_client: redis.Redis, tmp_path: Path) -> It
         yield pool
     finally:
         pool.stop_all()
+
+
+@pytest.fixture
+def job_workers(job_settings: Settings, redis_client: redis.Redis,
+                tmp_path: Path) -> Iterator[Workers]:
+    """Workers on the requesting module's ``job_settings``; all stopped after the test."""
+    pool = Workers(job_settings, redis_client, tmp_path)
+    try:
+        yield pool
+    finally:
+        pool.stop_all()

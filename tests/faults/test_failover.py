@@ -74,6 +74,13 @@ def settled(client, settings: Settings, n_workers: int) -> bool:
                for p in range(settings.partitions))
 
 
+def start_settled(pool: Workers, client, settings: Settings, n: int) -> None:
+    """Start n workers and wait until they hold every partition as assigned."""
+    for _ in range(n):
+        pool.start()
+    wait_until(lambda: settled(client, settings, n), 30, message=f"{n} workers settled")
+
+
 def more_writes(load: SteadyLoad, n: int, timeout_s: float = 30) -> None:
     """Wait until ``n`` more writes were acknowledged."""
     start = load.count()
@@ -93,9 +100,7 @@ def finish_and_check(load: SteadyLoad, history: History, client, settings: Setti
 
 
 def test_sigkill_of_a_primary_fails_over_to_its_standby(fast, pool, redis_client):
-    for _ in range(3):
-        pool.start()
-    wait_until(lambda: settled(redis_client, fast, 3), 30, message="3 workers settled")
+    start_settled(pool, redis_client, fast, 3)
     history = History()
     with Producer(fast) as producer, SteadyLoad(producer, history) as load:
         wait_until(lambda: load.count() > 500, 30)
@@ -127,9 +132,7 @@ def test_sigkill_of_a_primary_fails_over_to_its_standby(fast, pool, redis_client
 
 
 def test_sigkill_of_primary_and_standby_recovers_from_redis_and_stream(fast, pool, redis_client):
-    for _ in range(3):
-        pool.start()
-    wait_until(lambda: settled(redis_client, fast, 3), 30, message="3 workers settled")
+    start_settled(pool, redis_client, fast, 3)
     history = History()
     with Producer(fast) as producer, SteadyLoad(producer, history) as load:
         wait_until(lambda: load.count() > 500, 30)
@@ -168,9 +171,7 @@ def test_scale_1_to_4_to_1_under_load(fast, pool, redis_client):
 
 
 def test_paused_primary_is_fenced_when_it_wakes(fast, pool, redis_client):
-    for _ in range(2):
-        pool.start()
-    wait_until(lambda: settled(redis_client, fast, 2), 30, message="2 workers settled")
+    start_settled(pool, redis_client, fast, 2)
     history = History()
     with Producer(fast) as producer, SteadyLoad(producer, history) as load:
         wait_until(lambda: load.count() > 500, 30)

@@ -7,7 +7,6 @@ import signal
 
 import pytest
 from helpers import wait_until
-from pipeline import Workers
 
 from liftline.jobs.client import JobClient, JobFailed
 from liftline.jobs.dead import list_dead
@@ -20,44 +19,35 @@ def job_settings(settings):
     return settings.replace(job_delivery_limit=3, job_key_queues=2)
 
 
-@pytest.fixture
-def pool(job_settings, redis_client, tmp_path):
-    workers = Workers(job_settings, redis_client, tmp_path)
-    try:
-        yield workers
-    finally:
-        workers.stop_all()
-
-
-def test_a_job_whose_worker_is_killed_runs_again_elsewhere(job_settings, pool, redis_client):
+def test_a_job_whose_worker_is_killed_runs_again_elsewhere(job_settings, job_workers, redis_client):
     import jobapp
 
-    first = pool.start(app=APP)
+    first = job_workers.start(app=APP)
     with JobClient(job_settings, jobapp.app) as client:
         handle = client.enqueue("long", marker="long1", seconds=2.0)
         wait_until(lambda: redis_client.llen("ll-test:long1") == 1, 20, message="job started")
-        second = pool.start(app=APP)
+        second = job_workers.start(app=APP)
         os.kill(first.pid, signal.SIGKILL)
         assert handle.result(timeout=60) == second.pid
     runs = [r.decode() for r in redis_client.lrange("ll-test:long1", 0, -1)]
     assert [r.split(":")[0] for r in runs] == [str(first.pid), str(second.pid)]
 
 
-def test_a_job_that_kills_its_worker_ends_dead_and_others_still_run(job_settings, pool):
+def test_a_job_that_kills_its_worker_ends_dead_and_others_still_run(job_settings, job_workers):
     import jobapp
 
-    pool.start(app=APP)
-    pool.start(app=APP)
+    job_workers.start(app=APP)
+    job_workers.start(app=APP)
     with JobClient(job_settings, jobapp.app) as client:
         poison = client.enqueue("suicide")
         good = [client.enqueue("echo", value=n) for n in range(30)]
 
         def supervise_until_dead() -> bool:
             # Like `liftline up`: a worker that died is started again.
-            for worker in list(pool.started):
+            for worker in list(job_workers.started):
                 if worker.proc.poll() is not None:
-                    pool.started.remove(worker)
-                    pool.start(app=APP, wait=False)
+                    job_workers.started.remove(worker)
+                    job_workers.start(app=APP, wait=False)
             return poison.status()["state"] == "dead"
 
         wait_until(supervise_until_dead, 90, interval_s=0.2, message="the poison job dead")

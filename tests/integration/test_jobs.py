@@ -27,17 +27,6 @@ def client(job_settings):
         yield c
 
 
-@pytest.fixture
-def job_workers(job_settings, redis_client, tmp_path):
-    from pipeline import Workers
-
-    pool = Workers(job_settings, redis_client, tmp_path)
-    try:
-        yield pool
-    finally:
-        pool.stop_all()
-
-
 def test_success_result_and_expiry(client, job_workers):
     job_workers.start(app=APP)
     handle = client.enqueue("echo", value=[1, "two"])
