@@ -42,6 +42,7 @@ from liftline.store.keys import Keys
 SKI = "examples.skiresort:app"
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
 RESULTS = Path(__file__).resolve().parent / "results" / "ingest.md"
+TARGET_RPS = 6000.0  # the lift-ride target of issue #4
 
 
 def wrk(url: str, script: str, duration_s: float, connections: int, threads: int
@@ -199,7 +200,7 @@ def report(run: Run, meta: dict[str, Any]) -> str:
         "Redis) on it",
         f"- wrk: {run.args.threads} threads, {run.args.connections} connections, "
         f"{run.args.duration:.0f} s per run after a 2 s warm-up; 16 partitions; one worker "
-        "with the ski-resort app; uvicorn with h11 and the asyncio loop (no httptools/uvloop)",
+        f"with the ski-resort app; uvicorn with {_uvicorn_stack()}",
         "- The machine may be shared: `others` in the CPU column is what other processes "
         "used while measuring",
         "- Lift ride = `POST /skiers/{resort}/seasons/2025/days/{day}/skiers/{skier}` "
@@ -230,8 +231,38 @@ def report(run: Run, meta: dict[str, Any]) -> str:
                          f"{ours['acked']:,}; "
                          f"applied by the worker {ours['applied']:,} ({verdict}; requests still"
                          " in flight when wrk stopped may be applied without being counted)")
-    lines.append("")
+    lines += ["", *cpu_budget(run.rows), ""]
     return "\n".join(lines)
+
+
+def _uvicorn_stack() -> str:
+    import importlib.util
+
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "the asyncio loop"
+    return f"{http} and {loop}"
+
+
+def cpu_budget(rows: list[dict[str, Any]], target_rps: float = TARGET_RPS) -> list[str]:
+    """CPU time per request by process group, and the cores ``target_rps`` would take."""
+    out = [f"## CPU per request (µs of CPU time; `others` = wrk and the kernel), and the cores "
+           f"{target_rps:,.0f} req/s would need at that cost (the machine has "
+           f"{os.cpu_count()})", "",
+           "| Run | µs per request by process | total µs | cores at "
+           f"{target_rps:,.0f} req/s |", "|---|---|---:|---:|"]
+    for r in rows:
+        if not r["rps"]:
+            continue
+        groups: dict[str, float] = {}
+        for name, cores in r["cpu"].items():
+            if name in ("wall_s", "machine"):
+                continue
+            group = name.split(".")[0]
+            groups[group] = groups.get(group, 0.0) + cores * 1e6 / r["rps"]
+        total = r["cpu"]["machine"] * 1e6 / r["rps"]
+        parts = ", ".join(f"{k} {v:.0f}" for k, v in groups.items() if v >= 0.5)
+        out.append(f"| {r['name']} | {parts} | {total:.0f} | {total * target_rps / 1e6:.2f} |")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

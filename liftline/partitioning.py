@@ -15,8 +15,24 @@ from collections.abc import Iterable, Mapping, Sequence
 
 
 def partition_for(key: str, partitions: int) -> int:
-    """The partition of ``key`` among ``partitions``; stable across processes and hosts."""
-    return zlib.crc32(key.encode("utf-8", "surrogatepass")) % partitions
+    """The partition of ``key`` among ``partitions``; stable across processes and hosts.
+
+    A key with a non-empty ``{tag}`` is placed by its tag alone (the first ``{``
+    and the next ``}``, as Redis Cluster does), so keys that share a tag share a
+    partition: their writes travel in one batch, one confirm, and are applied in
+    the order they were sent.
+    """
+    return zlib.crc32(hash_part(key).encode("utf-8", "surrogatepass")) % partitions
+
+
+def hash_part(key: str) -> str:
+    """What :func:`partition_for` hashes: the ``{tag}`` of ``key`` if it has one, else all."""
+    start = key.find("{")
+    if start >= 0:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key[start + 1:end]
+    return key
 
 
 def _score(partition: int, member: str) -> int:

@@ -3,13 +3,16 @@
 Run it: ``liftline up --app examples.skiresort:app`` (workers load the reducers,
 the ingest service adds the Ski Data API routes of :mod:`examples.skiresort.routes`).
 
-Each lift ride is three writes, each to its own key (and so its own partition):
+Each lift ride is three writes to three keys that share the partition tag
+``{<resort>.<skier % 16>}`` (see ``partition_for``), so one batch, one confirm
+and one apply carry the whole ride:
 
-- ``ski:<resort>:<season>:<day>:skier:<skier>``: ``lift_ride`` → rides and vertical
+- ``ski:{tag}:<season>:<day>:skier:<skier>``: ``lift_ride`` → rides and vertical
   of that skier that day;
-- ``ski:<resort>:skier:<skier>:seasons``: ``add_vertical`` → vertical per season;
-- ``ski:<resort>:<season>:<day>:skiers:<skier % 16>``: ``add_member`` → the skiers
-  seen that day, in 16 buckets so no value grows past the 64 KiB limit.
+- ``ski:{tag}:skier:<skier>:seasons``: ``add_vertical`` → vertical per season;
+- ``ski:{tag}:<season>:<day>:skiers``: ``add_member`` → the skiers of that bucket
+  seen that day; 16 buckets per resort, so no value grows past the 64 KiB limit
+  and the resort's rides spread over the partitions.
 
 A lift's vertical is ``lift_id * 10`` metres.
 """
@@ -31,20 +34,25 @@ def lift_vertical(lift_id: int) -> int:
     return lift_id * 10
 
 
+def _tag(resort: int, skier: int) -> str:
+    """The partition tag of a skier's keys: the resort and the skier's bucket."""
+    return f"{{{resort}.{skier % SKIER_BUCKETS}}}"
+
+
 def day_key(resort: int, season: str, day: int, skier: int) -> str:
-    return f"ski:{resort}:{season}:{day}:skier:{skier}"
+    return f"ski:{_tag(resort, skier)}:{season}:{day}:skier:{skier}"
 
 
 def seasons_key(resort: int, skier: int) -> str:
-    return f"ski:{resort}:skier:{skier}:seasons"
+    return f"ski:{_tag(resort, skier)}:skier:{skier}:seasons"
 
 
 def skiers_keys(resort: int, season: str, day: int) -> list[str]:
-    return [f"ski:{resort}:{season}:{day}:skiers:{b}" for b in range(SKIER_BUCKETS)]
+    return [skiers_key(resort, season, day, b) for b in range(SKIER_BUCKETS)]
 
 
 def skiers_key(resort: int, season: str, day: int, skier: int) -> str:
-    return skiers_keys(resort, season, day)[skier % SKIER_BUCKETS]
+    return f"ski:{_tag(resort, skier)}:{season}:{day}:skiers"
 
 
 RESORTS_KEY = "ski:resorts"

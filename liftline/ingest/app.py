@@ -107,10 +107,12 @@ def create_app(settings: Settings, app: App | None = None, *,
     """
     service = IngestService(settings, app)
     api = Api("liftline ingest" + (f" ({app.name})" if app else ""), "1")
-    routes.register(api)
-    jobs_routes.register(api)
+    # The app's routes first: Starlette tries routes in order, and an app's hot
+    # route (a lift ride) should not pay for a dozen failed matches first.
     if extra_routes is not None:
         extra_routes(api, service)
+    routes.register(api)
+    jobs_routes.register(api)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -73,3 +73,40 @@ def test_100k_keys_spread_evenly_over_16_partitions(template: str) -> None:
     even = 100_000 / 16
     assert sorted(counts) == list(range(16))
     assert all(0.9 * even <= n <= 1.1 * even for n in counts.values()), counts
+
+
+# -- hash tags: keys sharing a {tag} share a partition -----------------------------
+@pytest.mark.parametrize(("key", "hashed"), [
+    ("ski:{3.12}:2025:1:skier:812", "3.12"),
+    ("{user:1}:cart", "user:1"),
+    ("a{b}c{d}", "b"),        # the first tag only
+    ("a{}b", "a{}b"),         # an empty tag does not count: the whole key
+    ("a{b", "a{b"),           # no closing brace: the whole key
+    ("a}b{c}", "c"),          # a '}' before the first '{' is ordinary
+    ("plain", "plain"),
+])
+def test_hash_part(key: str, hashed: str) -> None:
+    from liftline.partitioning import hash_part
+
+    assert hash_part(key) == hashed
+
+
+@given(st.text(min_size=1, max_size=40), st.text(max_size=20), st.text(max_size=20),
+       st.integers(min_value=1, max_value=4096))
+def test_keys_with_one_tag_share_a_partition(tag: str, before: str, after: str,
+                                             partitions: int) -> None:
+    tag = tag.replace("}", "")
+    before = before.replace("{", "")
+    if not tag:
+        return
+    key = f"{before}{{{tag}}}{after}"
+    assert partition_for(key, partitions) == partition_for(tag, partitions)
+
+
+def test_a_ride_of_the_ski_example_lands_in_one_partition() -> None:
+    from examples.skiresort import day_key, seasons_key, skiers_key
+
+    for resort, skier in ((1, 1), (3, 812), (10, 99_999)):
+        keys = (day_key(resort, "2025", 5, skier), seasons_key(resort, skier),
+                skiers_key(resort, "2025", 5, skier))
+        assert len({partition_for(k, 16) for k in keys}) == 1
