@@ -97,6 +97,7 @@ class JobRunner:
         self._pub: ConfirmedChannel | None = None
         self._conn: pika.BlockingConnection | None = None
         self._channels: list[Any] = []
+        self._woken = False  # a handler asked the loop to wake and it has not yet
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> None:
@@ -222,37 +223,21 @@ class JobRunner:
         self._to_begin.append(_Running(job, spec, channel, tag, None, None, keyed,
                                        suspect=suspect))
 
-    def _begin_all(self) -> None:
-        """Mark every job delivered this turn running (one Redis round trip), then
-        hand each to a handler; a job that already ended is acked and skipped."""
-        if not self._to_begin:
-            return
-        batch, self._to_begin = self._to_begin, []
-        # A suspect runs alone: it waits for the running jobs, and the others wait for it.
-        if any(r.suspect for r in self._running):
-            self._to_begin = batch
-            return
-        held = []
+    def _take_to_begin(self) -> list[_Running]:
+        """The delivered jobs to start this turn (a suspect runs alone: it waits for
+        the running jobs, and the others wait for it)."""
+        if not self._to_begin or any(r.suspect for r in self._running):
+            return []
+        batch, held = self._to_begin, []
         for i, run in enumerate(batch):
             if run.suspect and (self._running or i > 0):
-                held = batch[i:]
-                batch = batch[:i]
+                held, batch = batch[i:], batch[:i]
                 break
             if run.suspect:
                 held, batch = batch[1:], batch[:1]
                 break
         self._to_begin = held
-        if not batch:
-            return
-        states = self.status.begin_many(
-            [(r.job.id, r.job.name, r.job.attempt) for r in batch], self.member_id)
-        for run, state in zip(batch, states, strict=True):
-            if state in TERMINAL:
-                log.info("job %s already %s; skipping a repeat delivery", run.job.id, state)
-                run.channel.basic_ack(run.tag)
-                continue
-            self._submit(run)
-            self._running.append(run)
+        return batch
 
     def _submit(self, run: _Running) -> None:
         spec, job = run.spec, run.job
@@ -265,14 +250,21 @@ class JobRunner:
                 run.deadline = time.monotonic() + spec.timeout
                 ctx.deadline = time.time() + spec.timeout
             run.future = self._pool.submit(spec.fn, ctx, **job.args)
+        run.future.add_done_callback(self._handler_done)
+
+    def _handler_done(self, _future: Any) -> None:
+        """In a pool thread: wake the runner's loop, once per turn however many end."""
         conn = self._conn
-        if conn is not None:
-            # Wake the runner's loop as soon as the handler returns.
-            run.future.add_done_callback(lambda _f: _wake(conn))
+        if conn is not None and not self._woken:
+            self._woken = True
+            _wake(conn)
 
     # -- outcomes ----------------------------------------------------------
     def _settle(self, stopping: bool = False) -> None:
-        self._begin_all()
+        """One turn: collect what the handlers finished, then in one Redis round trip
+        store those results and mark this turn's deliveries running; ack the
+        finished jobs and hand the new ones to handlers."""
+        self._woken = False  # handlers ending from here on wake the loop again
         now = time.monotonic()
         still: list[_Running] = []
         done: list[tuple[_Running, Any]] = []
@@ -313,12 +305,22 @@ class JobRunner:
             if run.future is None:  # scheduled for a keyed retry
                 still.append(run)
         self._running = still
-        if done:
-            # Every result of this turn in one Redis round trip, then the acks.
-            self.status.succeed_many([(r.job.id, r.job.name, r.job.attempt, result)
-                                      for r, result in done])
-            for run, _ in done:
+        begin = self._take_to_begin()
+        if not done and not begin:
+            return
+        states = self.status.settle_many(
+            [(r.job.id, r.job.name, r.job.attempt, result) for r, result in done],
+            [(r.job.id, r.job.name, r.job.attempt) for r in begin], self.member_id)
+        for run, _ in done:
+            # Not flushed one by one: the loop's next turn sends them all at once.
+            run.channel._impl.basic_ack(run.tag)
+        for run, state in zip(begin, states, strict=True):
+            if state in TERMINAL:
+                log.info("job %s already %s; skipping a repeat delivery", run.job.id, state)
                 run.channel.basic_ack(run.tag)
+                continue
+            self._submit(run)
+            self._running.append(run)
 
     def _failed(self, run: _Running, error: BaseException) -> None:
         job, spec = run.job, run.spec

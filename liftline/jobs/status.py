@@ -73,55 +73,70 @@ class JobStatus:
 
     def create_many(self, jobs: list[tuple[str, str, str | None]]) -> list[bool]:
         """:meth:`create` for many ``(id, name, key)`` in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for name in {name for _, name, _ in jobs}:
+            pipe.sadd(self.names_key, name)
+        now = time.time()
+        scripted = [(self._create, [self.key(job_id), self.stats_key(name)],
+                     [name, now, key or "", _PENDING_TTL_S]) for job_id, name, key in jobs]
+        return [bool(r) for r in self._execute(pipe, scripted)]
+
+    def settle_many(self, succeeded: list[tuple[str, str, int, Any]],
+                    begin: list[tuple[str, str, int]], worker: str) -> list[str]:
+        """One round trip for a turn of the runner: store the results of the
+        ``succeeded`` ``(id, name, attempt, result)`` jobs, then mark the ``begin``
+        ``(id, name, attempt)`` jobs running unless they ended already; returns the
+        previous state of each ``begin`` job."""
+        pipe = self.client.pipeline(transaction=False)
+        now = time.time()
+        per_name: dict[str, int] = {}
+        for job_id, name, attempt, result in succeeded:
+            key = self.key(job_id)
+            pipe.hset(key, mapping={"state": "succeeded", "attempt": attempt,
+                                    "updated": now, "name": name, "error": "",
+                                    "result": codec.pack(result)})
+            pipe.expire(key, self.result_ttl_s)
+            per_name[name] = per_name.get(name, 0) + 1
+        minute = int(now // 60)
+        for name, count in per_name.items():
+            self._count_success(pipe, name, minute, count)
+        scripted = [(self._begin, [self.key(job_id), self.stats_key(name)],
+                     [name, attempt, now, worker, _PENDING_TTL_S])
+                    for job_id, name, attempt in begin]
+        return [s.decode() if isinstance(s, bytes) else str(s)
+                for s in self._execute(pipe, scripted)]
+
+    def _execute(self, pipe: Any, scripted: list[tuple[Any, list[str], list[Any]]]
+                 ) -> list[Any]:
+        """Run ``pipe`` with the ``(script, keys, args)`` calls after its commands, in
+        one round trip; returns the scripts' replies.
+
+        Scripts are called by their digest alone (redis-py would ask SCRIPT EXISTS
+        first, a second round trip every time); one that Redis no longer knows (a
+        restart, SCRIPT FLUSH) is loaded and that call alone is made again.
+        """
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for name in {name for _, name, _ in jobs}:
-                pipe.sadd(self.names_key, name)
-            now = time.time()
-            for job_id, name, key in jobs:
-                self._create(keys=[self.key(job_id), self.stats_key(name)],
-                             args=[name, now, key or "", _PENDING_TTL_S], client=pipe)
-            replies = pipe.execute()
+            plain = len(pipe)
+            for script, keys, args in scripted:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            replies = pipe.execute(raise_on_error=False)
+            out = replies[plain:]
+            for n, reply in enumerate(out):
+                if isinstance(reply, redis.exceptions.NoScriptError):
+                    script, keys, args = scripted[n]
+                    out[n] = script(keys=keys, args=args)  # loads it, then EVALSHA
+            for reply in (*replies[:plain], *out):
+                if isinstance(reply, redis.RedisError):
+                    raise reply
+            return list(out)
         except redis.RedisError as exc:
             raise _wrap(exc) from exc
-        return [bool(r) for r in replies[-len(jobs):]] if jobs else []
 
-    def begin_many(self, jobs: list[tuple[str, str, int]], worker: str) -> list[str]:
-        """Mark ``(id, name, attempt)`` jobs running unless they ended already, in one
-        round trip; returns each job's previous state."""
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            now = time.time()
-            for job_id, name, attempt in jobs:
-                self._begin(keys=[self.key(job_id), self.stats_key(name)],
-                            args=[name, attempt, now, worker, _PENDING_TTL_S], client=pipe)
-            states = pipe.execute()
-        except redis.RedisError as exc:
-            raise _wrap(exc) from exc
-        return [s.decode() if isinstance(s, bytes) else str(s) for s in states]
-
-    def succeed_many(self, jobs: list[tuple[str, str, int, Any]]) -> None:
-        """Store the results of ``(id, name, attempt, result)`` jobs in one round trip."""
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            now = time.time()
-            minute = int(now // 60)
-            for job_id, name, attempt, result in jobs:
-                key = self.key(job_id)
-                pipe.hset(key, mapping={"state": "succeeded", "attempt": attempt,
-                                        "updated": now, "name": name, "error": "",
-                                        "result": codec.pack(result)})
-                pipe.expire(key, self.result_ttl_s)
-                self._count_success(pipe, name, minute)
-            pipe.execute()
-        except redis.RedisError as exc:
-            raise _wrap(exc) from exc
-
-    def _count_success(self, pipe: Any, name: str, minute: int) -> None:
+    def _count_success(self, pipe: Any, name: str, minute: int, count: int = 1) -> None:
         """The per-name success counter and the per-minute bucket `stats` rates from."""
-        pipe.hincrby(self.stats_key(name), "succeeded", 1)
+        pipe.hincrby(self.stats_key(name), "succeeded", count)
         rate_key = f"ll:{self.cluster}:jobrate:{name}:{minute}"
-        pipe.incr(rate_key)
+        pipe.incrby(rate_key, count)
         pipe.expire(rate_key, 180)
 
     def forget(self, job_id: str) -> None:

@@ -66,12 +66,15 @@ class ConfirmedChannel:
 
     def publish(self, exchange: str, routing_key: str, body: bytes,
                 properties: pika.BasicProperties) -> None:
-        """Queue one message (``properties.message_id`` must be set); see :meth:`wait`."""
+        """Queue one message (``properties.message_id`` must be set); it is sent by
+        :meth:`wait`, which must follow."""
         # Registered before the publish: pika may read the confirm while it sends.
         self._pending[self._next_tag] = properties.message_id or ""
         self._next_tag += 1
-        self.channel.basic_publish(exchange, routing_key, body, properties=properties,
-                                   mandatory=True)
+        # On the underlying channel: BlockingChannel.basic_publish would flush the
+        # socket after every message; wait() sends everything in one go instead.
+        self.channel._impl.basic_publish(exchange, routing_key, body, properties=properties,
+                                         mandatory=True)
 
     def wait(self, timeout_s: float = 30.0) -> None:
         """Wait until every published message is confirmed; PublishFailed names failures."""

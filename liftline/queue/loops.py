@@ -90,7 +90,7 @@ class ThreadLoop(LoopDriver):
         self._thread.join(timeout_s)
 
 
-class CoalescingAsyncioConnection(AsyncioConnection):
+class CoalescingAsyncioConnection(AsyncioConnection):  # type: ignore[misc]
     """pika's AsyncioConnection, sending what one loop turn produced in one write.
 
     pika hands every frame to its transport separately (three per message) and

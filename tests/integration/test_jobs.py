@@ -212,3 +212,27 @@ def test_post_v1_jobs_on_the_ingest_service(job_settings, job_workers, tmp_path)
         assert http.get("/v1/jobs/unknown-id").status == 404
     finally:
         servers.stop_all()
+
+
+def test_status_round_trips_survive_a_script_flush(redis_client, cluster_name):
+    """Scripts are called by digest alone; after SCRIPT FLUSH (or a Redis restart)
+    the calls Redis no longer knows are loaded and made again, each exactly once."""
+    from liftline.jobs.status import JobStatus
+
+    status = JobStatus(redis_client, cluster_name, 60)
+    assert status.create_many([("a", "echo", None), ("b", "echo", "k")]) == [True, True]
+    redis_client.script_flush()
+    assert status.create_many([("a", "echo", None), ("c", "echo", None)]) == [False, True]
+    redis_client.script_flush()
+    assert status.settle_many([], [("a", "echo", 1), ("b", "echo", 1)], "w1") == \
+        ["queued", "queued"]
+    redis_client.script_flush()
+    # One turn: a's result stored, then c begun and a begun again (already ended).
+    assert status.settle_many([("a", "echo", 1, {"ok": 1})],
+                              [("c", "echo", 1), ("a", "echo", 2)], "w1") == \
+        ["queued", "succeeded"]
+    assert status.get("a")["state"] == "succeeded"
+    assert status.get("a")["result"] == {"ok": 1}
+    assert status.get("c")["state"] == "running"
+    stats = {s["name"]: s for s in status.stats()}["echo"]
+    assert (stats["enqueued"], stats["succeeded"], stats["running"]) == (3, 1, 2)
