@@ -37,6 +37,7 @@ from benchmarks.env import REPO, BenchServers, CpuMeter, background_cores, machi
 from benchmarks.progress import say
 from liftline.ingest.process import IngestProcess
 from liftline.servers.base import free_port, wait_for_port
+from liftline.settings import Settings
 from liftline.store.keys import Keys
 
 SKI = "examples.skiresort:app"
@@ -76,7 +77,8 @@ class Run:
         self.servers = servers
         self.logs = logs
         self.settings = settings_for(servers.amqp_url, servers.redis_url,
-                                     f"bench-ingest-{secrets.token_hex(3)}")
+                                     f"bench-ingest-{secrets.token_hex(3)}").replace(
+            partitions=args.partitions, ingest_linger_ms=args.linger_ms)
         self.client = redis.Redis.from_url(servers.redis_url)
         self.rows: list[dict[str, Any]] = []
         self.worker: subprocess.Popen[bytes] | None = None
@@ -199,7 +201,8 @@ def report(run: Run, meta: dict[str, Any]) -> str:
         f"{meta['machine']['ram_gib']} GiB RAM; everything (wrk, ingest, worker, RabbitMQ, "
         "Redis) on it",
         f"- wrk: {run.args.threads} threads, {run.args.connections} connections, "
-        f"{run.args.duration:.0f} s per run after a 2 s warm-up; 16 partitions; one worker "
+        f"{run.args.duration:.0f} s per run after a 2 s warm-up; {run.args.partitions} "
+        f"partitions; ingest linger {run.args.linger_ms:g} ms; one worker "
         f"with the ski-resort app; uvicorn with {_uvicorn_stack()}",
         "- The machine may be shared: `others` in the CPU column is what other processes "
         "used while measuring",
@@ -272,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--processes", default="1,2",
                         help="ingest process counts to measure (default 1,2)")
+    parser.add_argument("--partitions", type=int, default=16,
+                        help="partitions of the benchmark's cluster (default 16)")
+    parser.add_argument("--linger-ms", type=float, default=Settings().ingest_linger_ms,
+                        help="ingest_linger_ms of the ingest processes (default %(default)s)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                         help="before each run, wait up to S s for other processes to go quiet")
