@@ -45,7 +45,7 @@ STATUS = {"type": "object", "required": ["ticket", "status"], "properties": {
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None
                   ) -> Response:
-    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=_default)
+    body = _ENCODER.encode(data)
     return Response(body.encode(), status, headers, media_type="application/json")
 
 
@@ -53,6 +53,10 @@ def _default(obj: Any) -> Any:
     if isinstance(obj, bytes | bytearray):
         return obj.hex()  # values written as bytes by a Python producer
     raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+# Built once: json.dumps with any option builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=_default)
 
 
 def service_of(request: Request) -> IngestService:

@@ -76,3 +76,46 @@ def test_settings_survive_the_trip_through_the_environment():
     settings = Settings(cluster="c1", partitions=8, ingest_port=9000, ingest_tokens="a,b",
                         ingest_publish_timeout_s=2.5)
     assert Settings.from_env(settings_env(settings)) == settings
+
+
+def test_frames_of_one_loop_turn_leave_in_one_write_in_order():
+    """CoalescingAsyncioConnection: pika emits a message as three frames; they (and
+    everything else emitted in the same turn) go to the transport as one write."""
+    from liftline.queue.loops import CoalescingAsyncioConnection
+
+    class Loop:
+        def __init__(self):
+            self.soon = []
+
+        def call_soon(self, fn):
+            self.soon.append(fn)
+
+    class NBIO:
+        def __init__(self, loop):
+            self.loop = loop
+
+        def get_native_ioloop(self):
+            return self.loop
+
+    class Transport:
+        def __init__(self):
+            self.writes = []
+
+        def write(self, data):
+            self.writes.append(data)
+
+    loop, transport = Loop(), Transport()
+    conn = object.__new__(CoalescingAsyncioConnection)  # no socket: the buffering alone
+    conn._out, conn._nbio, conn._transport = [], NBIO(loop), transport
+    for frame in (b"method1", b"header1", b"body1", b"method2"):
+        conn._adapter_emit_data(frame)
+    assert transport.writes == [] and len(loop.soon) == 1  # one flush per turn
+    loop.soon.pop()()
+    assert transport.writes == [b"method1header1body1method2"]
+    conn._adapter_emit_data(b"next")
+    loop.soon.pop()()
+    assert transport.writes == [b"method1header1body1method2", b"next"]
+    conn._transport = None  # the connection went away: frames are dropped, not raised
+    conn._adapter_emit_data(b"late")
+    loop.soon.pop()()
+    assert transport.writes[-1] == b"next"
