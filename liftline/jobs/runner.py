@@ -53,6 +53,17 @@ def _call(run: _Running, ctx: JobContext) -> Any:
     return run.spec.fn(ctx, **run.job.args)
 
 
+def plan_acks(finished: list[int], still_open: set[int]) -> tuple[int | None, list[int]]:
+    """How to ack the ``finished`` delivery tags of a channel whose other unsettled
+    deliveries are ``still_open``: one multiple ack up to the returned tag (None: no
+    multiple ack) for every finished tag below the lowest open one, which it must
+    not reach, and single acks for the rest."""
+    lowest_open = min(still_open, default=None)
+    below = [t for t in finished if lowest_open is None or t < lowest_open]
+    singles = sorted(t for t in finished if lowest_open is not None and t > lowest_open)
+    return (max(below) if below else None), singles
+
+
 @dataclass
 class _Running:
     job: Job
@@ -98,6 +109,8 @@ class JobRunner:
         self._conn: pika.BlockingConnection | None = None
         self._channels: list[Any] = []
         self._woken = False  # a handler asked the loop to wake and it has not yet
+        # Per consuming channel: delivery tags not yet acked or given back.
+        self._open_tags: dict[Any, set[int]] = {}
 
     # -- lifecycle ---------------------------------------------------------
     def start(self) -> None:
@@ -143,6 +156,7 @@ class JobRunner:
             self._pub = ConfirmedChannel(conn)
             self._delays.clear()
             self._channels = []
+            self._open_tags = {}
             work = conn.channel()
             # Four jobs per handler in flight keep the handlers busy across the
             # Redis and ack round trips. If the worker dies, each of them counts one
@@ -189,6 +203,7 @@ class JobRunner:
     # -- deliveries ----------------------------------------------------------
     def _deliver(self, keyed: bool) -> Any:
         def on_message(channel: Any, method: Any, props: Any, body: bytes) -> None:
+            self._open_tags.setdefault(channel, set()).add(method.delivery_tag)
             self._start(channel, method.delivery_tag, props, body, keyed)
         return on_message
 
@@ -197,7 +212,7 @@ class JobRunner:
             job = Job.unpack(body)
         except InvalidMessage as exc:
             self._to_dead(body, props.message_id or "?", "?", 0, f"malformed job: {exc}", "")
-            channel.basic_ack(tag)
+            self._ack(channel, tag)
             return
         spec = self.app.jobs.get(job.name)
         try:
@@ -206,7 +221,7 @@ class JobRunner:
             spec.check_args(job.args)
         except InvalidWrite as exc:
             self._to_dead(body, job.id, job.name, job.attempt, str(exc), "")
-            channel.basic_ack(tag)
+            self._ack(channel, tag)
             return
         headers = props.headers or {}
         suspect = int(headers.get("x-delivery-count", 0)) > 0 or "x-liftline-suspect" in headers
@@ -218,7 +233,7 @@ class JobRunner:
             self._pub.publish("", self.names.suspect, body, pika.BasicProperties(
                 message_id=job.id, headers={"x-liftline-suspect": 1}, **_PROPS))
             self._pub.wait(self.settings.confirm_timeout_s)
-            channel.basic_ack(tag)
+            self._ack(channel, tag)
             return
         self._to_begin.append(_Running(job, spec, channel, tag, None, None, keyed,
                                        suspect=suspect))
@@ -276,6 +291,7 @@ class JobRunner:
                 if stopping:
                     # Give it back: it will run again, in order, elsewhere.
                     with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+                        self._settled(run.channel, run.tag)
                         run.channel.basic_nack(run.tag, requeue=True)
                     continue
                 still.append(run)
@@ -311,16 +327,39 @@ class JobRunner:
         states = self.status.settle_many(
             [(r.job.id, r.job.name, r.job.attempt, result) for r, result in done],
             [(r.job.id, r.job.name, r.job.attempt) for r in begin], self.member_id)
-        for run, _ in done:
-            # Not flushed one by one: the loop's next turn sends them all at once.
-            run.channel._impl.basic_ack(run.tag)
+        self._ack_finished([run for run, _ in done])
         for run, state in zip(begin, states, strict=True):
             if state in TERMINAL:
                 log.info("job %s already %s; skipping a repeat delivery", run.job.id, state)
-                run.channel.basic_ack(run.tag)
+                self._ack(run.channel, run.tag)
                 continue
             self._submit(run)
             self._running.append(run)
+
+    # -- acks ----------------------------------------------------------------
+    def _settled(self, channel: Any, tag: int) -> None:
+        """``tag`` is acked or given back: a multiple ack may now pass over it."""
+        self._open_tags.get(channel, set()).discard(tag)
+
+    def _ack(self, channel: Any, tag: int) -> None:
+        self._settled(channel, tag)
+        channel.basic_ack(tag)
+
+    def _ack_finished(self, runs: list[_Running]) -> None:
+        """Ack the jobs of this turn whose results are stored, sent on the loop's next
+        turn in one write: per channel one multiple ack for those below every
+        delivery still open (running, waiting or held), single acks for the rest."""
+        by_channel: dict[Any, list[int]] = {}
+        for run in runs:
+            by_channel.setdefault(run.channel, []).append(run.tag)
+        for channel, tags in by_channel.items():
+            still_open = self._open_tags.get(channel, set())
+            still_open.difference_update(tags)
+            up_to, singles = plan_acks(tags, still_open)
+            if up_to is not None:
+                channel._impl.basic_ack(up_to, multiple=True)
+            for tag in singles:
+                channel._impl.basic_ack(tag)
 
     def _failed(self, run: _Running, error: BaseException) -> None:
         job, spec = run.job, run.spec
@@ -331,7 +370,7 @@ class JobRunner:
         if job.attempt > spec.retries:
             self._to_dead(job.pack(), job.id, job.name, job.attempt,
                           f"failed after {job.attempt} attempt(s): {text}", tb)
-            run.channel.basic_ack(run.tag)
+            self._ack(run.channel, run.tag)
             return
         delay = spec.delay(job.attempt)
         self.status.set(job.id, job.name, "retrying", attempt=job.attempt, error=text,
@@ -350,7 +389,7 @@ class JobRunner:
         self._pub.publish("", self.names.delay(ms), job.pack(),
                           pika.BasicProperties(message_id=job.id, **_PROPS))
         self._pub.wait(self.settings.confirm_timeout_s)
-        run.channel.basic_ack(run.tag)
+        self._ack(run.channel, run.tag)
 
     def _to_dead(self, body: bytes, job_id: str, name: str, attempts: int, error: str,
                  tb: str) -> None:
