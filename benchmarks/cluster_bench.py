@@ -20,16 +20,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import datetime
-import os
 import re
-import signal
 import statistics
-import subprocess
-import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,14 +32,24 @@ import redis
 
 from benchmarks.cluster import (
     Tracker,
-    WorkerProcess,
     cleanup,
     flushed_count,
     redis_client,
     watermarks,
 )
-from benchmarks.context import Context, write_side_report
-from benchmarks.env import REPO, CpuMeter
+from benchmarks.cluster_nodes import (
+    FAILOVER_LOAD_PER_S,
+    FAST,
+    Node,
+    SteadyLoad,
+    partition_state,
+    stop_all,
+    table,
+    wait_settled,
+)
+from benchmarks.cluster_report import figures
+from benchmarks.context import Context
+from benchmarks.env import CpuMeter
 from benchmarks.progress import Deadline, Ticker, fmt_rate, rate, say
 from benchmarks.workload import backlog_ops
 from liftline.producer import Producer
@@ -55,147 +58,11 @@ from liftline.queue.inspect import stream_bounds
 from liftline.queue.topology import Names
 from liftline.settings import Settings
 from liftline.store.keys import Keys
-from liftline.workers.membership import live_members
 
-FAST = {"heartbeat_s": 0.5, "member_ttl_s": 2.0}
 WORKERS = 3
-FAILOVER_LOAD_PER_S = 2_000
-RECOVERY_TARGET_S = 10.0
 RECOVERY_TAIL_WRITES = 10_000
-SETTLE_LIMIT_S = 60.0
 TOOK_RE = re.compile(r"^(\S+ \S+) INFO \S+: took partition (\d+) as (\w+) \(epoch (\d+)\): "
                      r"(\d+) keys at offset (-?\d+) in ([\d.]+)s")
-
-
-# -- workers with every setting ----------------------------------------------
-def node_env(settings: Settings) -> dict[str, str]:
-    """A worker's environment: every setting that differs from the default, as LIFTLINE_*."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIFTLINE_")}
-    defaults = Settings()
-    for f in dataclasses.fields(Settings):
-        value = getattr(settings, f.name)
-        if f.name in ("amqp_url", "redis_url") or value != getattr(defaults, f.name):
-            env[f"LIFTLINE_{f.name.upper()}"] = str(value)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"]
-                                     if env.get("PYTHONPATH") else "")
-    return env
-
-
-class Node(WorkerProcess):
-    """``python -m liftline worker -v`` with the scenario's settings and a log of its own."""
-
-    def __init__(self, settings: Settings, log_dir: Path, tag: str) -> None:
-        self.settings = settings
-        self.keys = Keys(settings.cluster)
-        self.log_path = log_dir / f"worker-{settings.cluster}-{tag}.log"
-        self.started_at = time.monotonic()
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "liftline", "worker", "-v"],
-                                         env=node_env(settings), cwd=REPO,
-                                         stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-        self.exit_code: int | None = None
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self.exit_code = self.proc.returncode
-
-
-def table(client: redis.Redis, settings: Settings) -> dict[int, dict[str, Any]]:
-    """Per partition: the live primary (owners hash and its own report agree) and the
-    reports of every member holding it."""
-    keys = Keys(settings.cluster)
-    members = live_members(client, keys)
-    owners = {int(k): v.decode() for k, v in client.hgetall(keys.owners).items()}
-    out: dict[int, dict[str, Any]] = {}
-    for p in range(settings.partitions):
-        holders = {m: r["partitions"][p] for m, r in members.items() if p in r["partitions"]}
-        owner = owners.get(p)
-        primary = owner if owner in holders and holders[owner]["role"] == "primary" else None
-        out[p] = {"primary": primary, "holders": holders}
-    out[-1] = {"members": members}
-    return out
-
-
-def _shape(t: dict[int, dict[str, Any]], settings: Settings) -> tuple[Any, ...]:
-    return tuple((t[p]["primary"], tuple(sorted(t[p]["holders"])))
-                 for p in range(settings.partitions))
-
-
-def wait_settled(client: redis.Redis, settings: Settings, nodes: list[Node],
-                 timeout_s: float = SETTLE_LIMIT_S) -> dict[int, dict[str, Any]]:
-    """Until ``nodes`` are the live members, every partition has its primary and
-    min(R, N) holders, and the table stayed the same over two heartbeats."""
-    deadline = Deadline(timeout_s)
-    want = min(settings.replicas, len(nodes))
-    pids = {n.pid for n in nodes}
-    stable_since, last = 0.0, None
-    while not deadline.passed():
-        for node in nodes:
-            node._check_alive()
-        t = table(client, settings)
-        members = t[-1]["members"]
-        ok = ({m["pid"] for m in members.values()} == pids
-              and all(t[p]["primary"] and len(t[p]["holders"]) == want
-                      for p in range(settings.partitions)))
-        shape = _shape(t, settings) if ok else None
-        now = time.monotonic()
-        if shape is None or shape != last:
-            stable_since, last = now, shape
-        elif now - stable_since >= 2 * settings.heartbeat_s + 0.1:
-            return t
-        time.sleep(0.1)
-    raise RuntimeError(f"{len(nodes)} workers did not settle within {timeout_s:.0f}s:\n"
-                       + "\n---\n".join(n.log_tail(8) for n in nodes))
-
-
-class SteadyLoad(threading.Thread):
-    """A paced producer (``per_s`` incr writes/s over 4,096 keys) until halted."""
-
-    def __init__(self, settings: Settings, per_s: int) -> None:
-        super().__init__(name="bench-steady-load", daemon=True)
-        self.producer = Producer(settings)
-        self.tracker = Tracker(settings.partitions)
-        self.per_s = per_s
-        self.halt = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            began, done = time.monotonic(), 0
-            submit, add = self.producer.submit, self.tracker.add
-            while not self.halt.is_set():
-                due = int((time.monotonic() - began) * self.per_s) - done
-                if due <= 0:
-                    self.tracker.poll()
-                    time.sleep(0.005)
-                    continue
-                for _ in range(min(due, 500)):
-                    add(submit("incr", f"fo:{done % 4096}", 1))
-                    done += 1
-        except BaseException as exc:  # reported by the scenario
-            self.error = exc
-
-    def stop(self) -> None:
-        self.halt.set()
-        self.join(10)
-        self.tracker.wait_all(Deadline(30))
-        self.producer.close()
-
-
-def _stop_all(nodes: list[Node]) -> None:
-    for node in nodes:
-        if node.proc.poll() is None:
-            node.stop(30)
-
-
-def _partition_state(client: redis.Redis, keys: Keys, partition: int) -> tuple[int, int]:
-    """(epoch, flushed offset) of ``partition`` in Redis."""
-    epoch, offset = client.hmget(keys.state(partition), ["epoch", "offset"])
-    return int(epoch or 0), int(offset if offset is not None else -1)
 
 
 # -- 1. failover ---------------------------------------------------------------
@@ -224,7 +91,7 @@ def _failover(ctx: Context) -> list[dict[str, Any]]:
             node = next(n for n in nodes if n.pid == victim_pid)
             standbys = [m for m in before[0]["holders"] if m != victim]
             applied_at_kill = before[0]["holders"][victim]["applied"]
-            epoch0, flushed0 = _partition_state(client, keys, 0)
+            epoch0, flushed0 = partition_state(client, keys, 0)
             node.kill()
             killed = time.monotonic()
             say(f"cluster: failover {rep}: SIGKILL of {victim} (pid {victim_pid}), primary of "
@@ -235,7 +102,7 @@ def _failover(ctx: Context) -> list[dict[str, Any]]:
             deadline = Deadline(settings.member_ttl_s + 20)
             while not deadline.passed() and (applied_s is None or flush_s is None):
                 now = time.monotonic() - killed
-                epoch, flushed = _partition_state(client, keys, 0)
+                epoch, flushed = partition_state(client, keys, 0)
                 if claim_s is None and epoch > epoch0:
                     claim_s = now
                 if flush_s is None and epoch > epoch0 and flushed > flushed0:
@@ -271,7 +138,7 @@ def _failover(ctx: Context) -> list[dict[str, Any]]:
             load.halt.set()
             load.join(10)
             load.producer.close()
-        _stop_all(nodes)
+        stop_all(nodes)
         client.close()
         cleanup(settings)
     return runs
@@ -354,7 +221,7 @@ def _recovery(ctx: Context) -> dict[str, Any]:
         finally:
             conn.close()
         tail = {p: b.last for p, b in bounds.items()}
-        flushed_before = {p: _partition_state(client, Keys(settings.cluster), p)[1]
+        flushed_before = {p: partition_state(client, Keys(settings.cluster), p)[1]
                           for p in range(settings.partitions)}
         out["entries_past_flush"] = sum(max(0, tail[p] - flushed_before[p]) for p in tail)
 
@@ -401,7 +268,7 @@ def _recovery(ctx: Context) -> dict[str, Any]:
         out["fresh_exit"] = node.exit_code
     finally:
         producer.close()
-        _stop_all(nodes)
+        stop_all(nodes)
         client.close()
         cleanup(settings)
     return out
@@ -546,7 +413,7 @@ def _replication(ctx: Context) -> dict[str, Any]:
     finally:
         for cl in clusters:
             cl.producer.close()
-            _stop_all(cl.nodes)
+            stop_all(cl.nodes)
             cl.client.close()
             cleanup(cl.settings)
 
@@ -578,165 +445,4 @@ def run_cluster(ctx: Context) -> None:
             say(f"cluster: {name} failed: {exc!r}")
             ctx.results.errors[f"cluster {name}"] = repr(exc)
     ctx.detail("cluster", **parts)
-    _figures(ctx, parts)
-
-
-def _figures(ctx: Context, parts: dict[str, Any]) -> None:
-    add = ctx.results.add
-    ttl = FAST["member_ttl_s"]
-    runs = parts.get("failover") or []
-    for key, label in (("claim_s", "claim (epoch bump in Redis)"),
-                       ("first_flush_s", "first flush by the new primary"),
-                       ("applied_reported_s", "new primary reports applied past the kill")):
-        values = [r[key] for r in runs if r[key] is not None]
-        add("cluster", f"failover.{key}", f"failover, kill → {label}, median of "
-            f"{len(values)} (TTL {ttl:.0f} s, heartbeat {FAST['heartbeat_s']} s)",
-            round(statistics.median(values), 2) if values else None, "s",
-            note=", ".join(f"{v:.2f}" for v in values))
-    rec = parts.get("recovery")
-    if rec:
-        fig = add("cluster", "recovery", f"recovery of {rec['keys']:,} keys + "
-                  f"{rec['tail_writes']:,} tail writes: fresh worker start → all partitions "
-                  "taken and applied to the stream tail", rec.get("recovery_s"), "s",
-                  target=RECOVERY_TARGET_S, target_kind="max")
-        if rec.get("recovery_s") is None:
-            fig.passed = False
-        add("cluster", "recovery_taken", "recovery: start → every partition taken (report)",
-            rec.get("all_taken_s"), "s")
-        add("cluster", "recovery_took_sum", "recovery: sum of the log's \"took partition … "
-            "in …s\"", rec.get("took_sum_s"), "s",
-            note=f"{rec.get('took_lines', 0)} lines, longest {rec.get('took_max_s')} s")
-    r1, r2 = parts.get("r1"), parts.get("r2")
-    for r in (r1, r2):
-        if r:
-            add("cluster", f"writes_r{r['replicas']}", f"3 workers, R={r['replicas']}: "
-                f"applied + flushed writes/s, flat out {r['duration_s']:.0f} s in "
-                f"{len(r['slices'])} alternating slices",
-                r.get("flushed_per_s"), "writes/s", compare_to_redis=True)
-    if r1 and r2 and r1.get("flushed_per_s") and r2.get("flushed_per_s"):
-        add("cluster", "r2_vs_r1", "R=2 / R=1 applied + flushed writes/s",
-            round(r2["flushed_per_s"] / r1["flushed_per_s"], 2), "ratio")
-    md, js = write_side_report(ctx, "cluster", cluster_markdown(ctx, parts))
-    say(f"cluster: wrote {md} and {js}")
-    ctx.results.notes.append(f"cluster scenario: details in {md}.")
-
-
-def _cpu_line(row: dict[str, Any] | None) -> str:
-    if not row:
-        return "n/a"
-    return ", ".join(f"{n} {row[n]:.2f}" for n in ("bench", "worker", "idle cluster",
-                                                     "rabbitmq", "redis", "others", "machine")
-                     if n in row)
-
-
-def cluster_markdown(ctx: Context, parts: dict[str, Any]) -> str:
-    m = ctx.results.meta
-    lines = [
-        "# Cluster: failover, recovery, replication cost",
-        "",
-        f"- Date: {m.get('date', '?')}; command: `{m.get('command', '?')}`",
-        f"- Machine: {m.get('machine', {}).get('nproc', '?')} cores (shared: see `others`); "
-        f"RabbitMQ {m.get('versions', {}).get('rabbitmq', '?')}, "
-        f"Redis {m.get('versions', {}).get('redis', '?')}; 16 partitions; workers are "
-        "`python -m liftline worker -v` with every non-default setting as `LIFTLINE_*`.",
-        "",
-    ]
-    runs = parts.get("failover")
-    if runs:
-        lines += [
-            f"## Failover (3 workers, R=2, heartbeat_s={FAST['heartbeat_s']}, "
-            f"member_ttl_s={FAST['member_ttl_s']}, {FAILOVER_LOAD_PER_S:,} writes/s steady)",
-            "",
-            "SIGKILL of partition 0's primary; seconds from the kill to: the new primary's "
-            "claim (partition 0's epoch in Redis bumped), its first flush (Redis' flushed "
-            "offset past the one at the kill, under the new epoch), and its member report "
-            "(`live_members`) showing it primary with an applied offset past the victim's "
-            "last reported one. Reports are written once per heartbeat, before that "
-            "heartbeat's rebalance, so the last column trails the promotion by up to one "
-            "heartbeat.",
-            "",
-            "| # | victim → new primary | was its standby | claim s | first flush s | "
-            "report shows applied s |",
-            "|---:|---|---|---:|---:|---:|",
-        ]
-        for r in runs:
-            lines.append(f"| {r['rep']} | {r['victim']} → {r['new_primary']} | "
-                         f"{'yes' if r['new_primary_was_standby'] else 'no'} | "
-                         f"{_cell(r['claim_s'])} | {_cell(r['first_flush_s'])} | "
-                         f"{_cell(r['applied_reported_s'])} |")
-        med = {k: [r[k] for r in runs if r[k] is not None]
-               for k in ("claim_s", "first_flush_s", "applied_reported_s")}
-        lines.append("| median | | | " + " | ".join(
-            _cell(statistics.median(v)) if v else "n/a" for v in med.values()) + " |")
-        lines.append("")
-    rec = parts.get("recovery")
-    if rec:
-        verdict = "n/a" if rec.get("recovery_s") is None else (
-            "PASS" if rec["recovery_s"] <= RECOVERY_TARGET_S else "**FAIL**")
-        lines += [
-            f"## Recovery of {rec['keys']:,} keys (one worker, heartbeat_s="
-            f"{rec['heartbeat_s']})",
-            "",
-            f"One worker took in {rec['keys']:,} distinct keys ({rec.get('load_s')} s, "
-            f"{rec.get('keys_in_redis', 0):,} keys in Redis) and stopped on SIGTERM (exit "
-            f"{rec.get('first_exit')}, {rec.get('first_stop_s')} s); then "
-            f"{rec['tail_writes']:,} writes arrived with no worker running "
-            f"({rec.get('entries_past_flush', 0):,} stream entries past the flush). A fresh "
-            "worker then started; seconds from just before its process started:",
-            "",
-            "| registered | every partition taken (report) | Redis watermarks cover every "
-            "write | report: applied == flushed ≥ tail everywhere | recovery (target ≤ "
-            f"{RECOVERY_TARGET_S:.0f} s) |",
-            "|---:|---:|---:|---:|---:|",
-            f"| {_cell(rec.get('registered_s'))} | {_cell(rec.get('all_taken_s'))} | "
-            f"{_cell(rec.get('redis_covered_s'))} | {_cell(rec.get('report_caught_up_s'))} | "
-            f"{_cell(rec.get('recovery_s'))} {verdict} |",
-            "",
-            f"The worker's log: {rec.get('took_lines', 0)} \"took partition … in …s\" lines, "
-            f"{rec.get('took_keys', 0):,} keys; load times sum {rec.get('took_sum_s')} s, "
-            f"median {rec.get('took_median_s')} s, longest {rec.get('took_max_s')} s; first "
-            f"load began → last ended {rec.get('took_span_s')} s. Peak RSS "
-            f"{rec.get('peak_rss_mib')} MiB. CPU (cores): "
-            f"{_cpu_line(ctx.results.cpu.get('cluster recovery'))}.",
-            "",
-        ]
-    r1, r2 = parts.get("r1"), parts.get("r2")
-    if r1 or r2:
-        lines += [
-            "## Writes/s with 3 workers, R=1 vs R=2 (default settings otherwise)",
-            "",
-            "Both clusters run at once (3 + 3 workers; the idle one only heart-beats: its "
-            "CPU is `idle cluster`); one "
-            "Producer in the benchmark process writes flat out (the producer scenario's mix) "
-            "to one cluster at a time, in slices that alternate R=1, R=2, R=2, R=1, … so "
-            "that both share the same machine conditions. Applied + flushed = each slice's "
-            "writes over the time from its first submit until Redis' watermarks cover them, "
-            "summed over the slices.",
-            "",
-            "| R | seconds flat out | writes | produced writes/s | confirmed writes/s | "
-            "applied + flushed writes/s | per slice | longest drain after a slice | "
-            "CPU (cores) |",
-            "|---:|---:|---:|---:|---:|---:|---|---:|---|",
-        ]
-        for r in (r1, r2):
-            if r:
-                cpu = ctx.results.cpu.get(f"cluster R={r['replicas']}")
-                per = ", ".join(_cell(x["flushed_per_s"]) for x in r["slices"])
-                lines.append(
-                    f"| {r['replicas']} | {r['duration_s']:.0f} | {r['writes']:,} | "
-                    f"{_cell(r.get('produced_per_s'))} | {_cell(r.get('confirmed_per_s'))} | "
-                    f"{_cell(r.get('flushed_per_s'))} | {per} | "
-                    f"{_cell(r.get('drain_s_max'))} s | {_cpu_line(cpu)} |")
-        if r1 and r2 and r1.get("flushed_per_s") and r2.get("flushed_per_s"):
-            lines += ["", f"R=2 / R=1: {r2['flushed_per_s'] / r1['flushed_per_s']:.2f}×"]
-        lines.append("")
-    failed = [k for k in ("failover", "recovery", "r1", "r2") if k not in parts]
-    if failed:
-        lines += [f"Did not finish: {', '.join(failed)} (see latest.md).", ""]
-    return "\n".join(lines)
-
-
-def _cell(value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:,.0f}" if value >= 1000 else f"{value:.2f}"
+    figures(ctx, parts)

@@ -23,31 +23,32 @@ import contextlib
 import importlib
 import importlib.util
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pika
-import pika.exceptions
 import redis
 
 from benchmarks.cluster import cleanup, redis_client, worker_env
-from benchmarks.context import Context, write_side_report
-from benchmarks.env import REPO, CpuMeter, cpu_seconds
+from benchmarks.context import Context
+from benchmarks.env import REPO
+from benchmarks.jobs_peers import (
+    CONCURRENCY,
+    PeerWorker,
+    WorkerCpu,
+    consumer_prefetch,
+    delete,
+    wait_consuming,
+)
+from benchmarks.jobs_report import figures, trial_dict
 from benchmarks.progress import Deadline, Ticker, fmt_rate, rate, say
 from liftline.jobs import topology
 from liftline.settings import Settings
 
-CONCURRENCY = 8
 CHUNK = 500
-TARGET_VS_CELERY = 3.0
-WORKER_READY_S = 60.0
 WARMUP_S = 30.0
 
 
@@ -92,160 +93,6 @@ class Trial:
         return round(rate(left, seconds)) if left >= 100 and seconds > 0 else None
 
 
-# -- processes -----------------------------------------------------------------
-def _descendants(pid: int) -> list[int]:
-    """PIDs of every process below ``pid`` (Dramatiq forks its worker processes)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rpartition(")")[2].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
-
-
-class PeerWorker:
-    """A worker process of one of the three systems, in a session of its own."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.log_path = log_dir / f"jobs-worker-{name}.log"
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(argv, env=env, cwd=REPO, stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def pids(self) -> list[int]:
-        return [self.pid, *_descendants(self.pid)]
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"{self.name} worker exited with code {self.proc.returncode}:\n"
-                               f"{self.log_tail()}")
-
-    def stop(self, timeout_s: float = 30.0) -> int | None:
-        """SIGTERM (each system's graceful stop); SIGKILL to its process group after
-        ``timeout_s``. Returns the exit code."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                say(f"{self.name} worker {self.pid} ignored SIGTERM for {timeout_s:.0f}s; "
-                    "SIGKILL")
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        return self.proc.returncode
-
-
-class WorkerCpu:
-    """CpuMeter over this run's processes, the worker's whole process tree as one."""
-
-    def __init__(self, ctx: Context, worker: PeerWorker) -> None:
-        self.worker = worker
-        self.meter = CpuMeter(ctx.pids())
-        self._tree0: dict[int, float] = {}
-
-    def start(self) -> None:
-        self.meter.start()
-        self._tree0 = {p: cpu_seconds(p) or 0.0 for p in self.worker.pids()}
-
-    def stop(self) -> dict[str, Any]:
-        tree1 = {p: cpu_seconds(p) for p in self.worker.pids()}
-        row = self.meter.stop()
-        used = sum((now or 0.0) - self._tree0.get(p, 0.0) for p, now in tree1.items()
-                   if now is not None)
-        worker = used / row["wall_s"]
-        row["worker"] = round(worker, 2)
-        row["others"] = round(max(0.0, row["others"] - worker), 2)
-        return row
-
-
-# -- RabbitMQ helpers ----------------------------------------------------------
-def _consumers(amqp_url: str, queue: str) -> int:
-    """Consumers of ``queue`` (0 when it does not exist yet)."""
-    conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    try:
-        return conn.channel().queue_declare(queue, passive=True).method.consumer_count
-    except pika.exceptions.ChannelClosedByBroker:
-        return 0
-    finally:
-        with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-            conn.close()
-
-
-def _wait_consuming(amqp_url: str, queue: str, worker: PeerWorker) -> float:
-    began = time.monotonic()
-    deadline = Deadline(WORKER_READY_S)
-    while not deadline.passed():
-        worker.check_alive()
-        if _consumers(amqp_url, queue) > 0:
-            return time.monotonic() - began
-        time.sleep(0.1)
-    raise RuntimeError(f"{worker.name} worker did not consume {queue} within "
-                       f"{WORKER_READY_S:.0f}s:\n{worker.log_tail()}")
-
-
-def _consumer_prefetch(management_url: str | None, queue: str) -> list[int] | None:
-    """The prefetch_count of every consumer of ``queue`` as RabbitMQ applies it (the
-    management API lists consumers after its stats interval, 5 s by default)."""
-    if not management_url:
-        return None
-    from liftline.servers.base import management_get
-
-    try:
-        consumers = management_get(management_url, "/api/consumers") or []
-    except Exception:  # noqa: BLE001 - a missing figure must not end the trial
-        return None
-    found = [int(c.get("prefetch_count", 0)) for c in consumers
-             if isinstance(c, dict) and c.get("queue", {}).get("name") == queue]
-    return sorted(found) or None
-
-
-def _delete(amqp_url: str, queues: list[str], exchanges: list[str]) -> None:
-    try:
-        conn = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    except (pika.exceptions.AMQPError, OSError) as exc:
-        say(f"jobs cleanup: RabbitMQ: {exc!r}")
-        return
-    try:
-        for kind, names in (("queue", queues), ("exchange", exchanges)):
-            for name in names:
-                channel = conn.channel()
-                try:
-                    if kind == "queue":
-                        channel.queue_delete(name)
-                    else:
-                        channel.exchange_delete(name)
-                    channel.close()
-                except pika.exceptions.AMQPError:
-                    pass
-    finally:
-        with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-            conn.close()
-
-
 # -- the trial -----------------------------------------------------------------
 def _count(client: redis.Redis, key: str) -> int:
     return int(client.get(key) or 0)
@@ -274,7 +121,7 @@ def _run_trial(ctx: Context, trial: Trial, worker_argv: list[str], env: dict[str
     say(f"jobs: {trial.key}: starting `{trial.worker_cmd}`")
     worker = PeerWorker(trial.key, worker_argv, env, ctx.log_dir)
     try:
-        ready_s = _wait_consuming(amqp_url, queue, worker)
+        ready_s = wait_consuming(amqp_url, queue, worker)
         say(f"jobs: {trial.key}: worker pid {worker.pid} consuming {queue} after {ready_s:.1f}s;"
             " one warm-up job")
         client.delete(counter)
@@ -307,7 +154,7 @@ def _run_trial(ctx: Context, trial: Trial, worker_argv: list[str], env: dict[str
                                          trial.key)
             done_at = time.perf_counter()
         trial.cpu = cpu.stop()
-        trial.consumer_prefetch = _consumer_prefetch(ctx.servers.management_url, queue)
+        trial.consumer_prefetch = consumer_prefetch(ctx.servers.management_url, queue)
         ctx.results.cpu[f"jobs {trial.key}"] = trial.cpu
         trial.done = _count(client, counter)
         trial.e2e_s = round(done_at - began, 3)
@@ -379,7 +226,7 @@ def _liftline(ctx: Context, counter: str, client: redis.Redis, many: bool) -> Tr
                    submit, counter, client)
     finally:
         job_client.close()
-        _delete(ctx.servers.amqp_url,
+        delete(ctx.servers.amqp_url,
                 [names.queue, names.intake, names.dead,
                  *([names.suspect] if hasattr(names, "suspect") else []),
                  *(names.keyed(n) for n in range(settings.job_key_queues))],
@@ -423,7 +270,7 @@ def _celery(ctx: Context, counter: str, client: redis.Redis, confirm: bool) -> T
     finally:
         with contextlib.suppress(Exception):
             module.app.close()
-        _delete(ctx.servers.amqp_url, [queue], [queue])
+        delete(ctx.servers.amqp_url, [queue], [queue])
     return trial
 
 
@@ -447,7 +294,7 @@ def _dramatiq(ctx: Context, counter: str, client: redis.Redis, confirm: bool) ->
     finally:
         with contextlib.suppress(Exception):
             module.broker.close()
-        _delete(ctx.servers.amqp_url, [queue, f"{queue}.DQ", f"{queue}.XQ"], [])
+        delete(ctx.servers.amqp_url, [queue, f"{queue}.DQ", f"{queue}.XQ"], [])
     return trial
 
 
@@ -502,154 +349,5 @@ def run_jobs(ctx: Context) -> None:
             client.delete(counter)
         client.close()
         ctx.detail("jobs", jobs=ctx.sizes.jobs, concurrency=CONCURRENCY,
-                   trials=[_trial_dict(t) for t in trials], missing=missing)
-    _figures(ctx, trials, missing)
-
-
-def _trial_dict(t: Trial) -> dict[str, Any]:
-    return {**vars(t), "enqueue_per_s": t.enqueue_per_s, "e2e_per_s": t.e2e_per_s,
-            "drain_per_s": t.drain_per_s}
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 2) if a and b else None
-
-
-def _figures(ctx: Context, trials: list[Trial], missing: list[str]) -> None:
-    by_key = {t.key: t for t in trials}
-    add = ctx.results.add
-    for t in trials:
-        add("jobs", f"{t.key}.enqueue", f"{t.key}: enqueue jobs/s ({t.submit_api})",
-            t.enqueue_per_s, "jobs/s")
-        fig = add("jobs", f"{t.key}.e2e", f"{t.key}: end to end jobs/s (first submit → "
-                  f"all {t.submitted:,} done)", t.e2e_per_s, "jobs/s",
-                  note="" if t.complete else f"only {t.done:,} done in time")
-        if not t.complete:
-            fig.passed = False
-        if t.drain_per_s is not None:
-            add("jobs", f"{t.key}.drain", f"{t.key}: jobs/s the worker finished after "
-                "submitting ended (the worker alone)", t.drain_per_s, "jobs/s")
-    ours = by_key.get("liftline")
-    for peer in ("celery", "dramatiq"):
-        theirs = by_key.get(peer)
-        if ours is None or theirs is None:
-            continue
-        add("jobs", f"vs_{peer}.enqueue", f"liftline / {theirs.system}: enqueue rate",
-            _ratio(ours.enqueue_per_s, theirs.enqueue_per_s), "ratio")
-        add("jobs", f"vs_{peer}.e2e", f"liftline / {theirs.system}: end-to-end rate",
-            _ratio(ours.e2e_per_s, theirs.e2e_per_s), "ratio",
-            target=TARGET_VS_CELERY if peer == "celery" else None)
-    md, js = write_side_report(ctx, "jobs", jobs_markdown(ctx, trials, missing))
-    say(f"jobs: wrote {md} and {js}")
-    ctx.results.notes.append(
-        f"jobs scenario: tables, worker commands and what each system does about confirms "
-        f"and acks in {md}.")
-
-
-def _cell(value: float | None, unit: str = "") -> str:
-    return "n/a" if value is None else f"{value:,.0f}{unit}"
-
-
-def jobs_markdown(ctx: Context, trials: list[Trial], missing: list[str]) -> str:
-    m = ctx.results.meta
-    by_key = {t.key: t for t in trials}
-    lines = [
-        "# Jobs: liftline vs Celery vs Dramatiq",
-        "",
-        f"- Date: {m.get('date', '?')}; command: `{m.get('command', '?')}`",
-        f"- Machine: {m.get('machine', {}).get('nproc', '?')} cores (shared: see `others`); "
-        f"RabbitMQ {m.get('versions', {}).get('rabbitmq', '?')}, "
-        f"Redis {m.get('versions', {}).get('redis', '?')}; "
-        f"{_versions()}",
-        f"- Workload: {ctx.sizes.jobs:,} no-op jobs; the handler does one Redis `INCR` of a "
-        "counter, and \"all done\" is that counter reaching N, for all three. One worker "
-        f"process with {CONCURRENCY} handler threads each; the worker runs while jobs are "
-        "submitted (from one thread of the benchmark process). A warm-up job runs first.",
-        "- Results: Celery `ignore_result=True`, no result backend; Dramatiq without the "
-        "Results middleware; liftline records each job's status and result in Redis "
-        "(always on: queued at enqueue, running, succeeded).",
-        "- Queues: liftline a quorum queue (its design); Celery and Dramatiq their default "
-        "durable classic queues. Acks: liftline and Dramatiq ack after the handler returns; "
-        "Celery acks on receipt (its default, `task_acks_late=False`). Prefetch asked for "
-        f"at 8 threads: liftline {CONCURRENCY} (= concurrency; redelivered jobs go one at a "
-        f"time through its suspects queue), Celery {CONCURRENCY * 4} (multiplier 4), Dramatiq "
-        f"{CONCURRENCY * 2} (2 × threads); the table shows what RabbitMQ applied to the "
-        "worker's consumer of the work queue (management API, read at the end of a trial; "
-        "0 = no per-consumer limit: Celery sets its limit on the channel; n/a = the trial "
-        "ended before the API listed the consumer).",
-        "",
-        "| System | Enqueue API | Publisher confirms | Enqueue s | Enqueue jobs/s | "
-        "End to end s | End-to-end jobs/s | done when submitting ended | then jobs/s "
-        "(worker alone) | consumer prefetch (RabbitMQ) | worker CPU (cores) | others CPU |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for t in trials:
-        e2e = f"{t.e2e_s:.2f}" if t.e2e_s is not None and t.complete else \
-            f"{t.done:,} done in time"
-        lines.append(
-            f"| {t.system} (`{t.key}`) | {t.submit_api} | {t.confirms} | "
-            f"{t.enqueue_s if t.enqueue_s is not None else 'n/a'} | "
-            f"{_cell(t.enqueue_per_s)} | {e2e} | {_cell(t.e2e_per_s)} | "
-            f"{t.done_at_submit_end:,} of {t.submitted:,} | {_cell(t.drain_per_s)} | "
-            f"{', '.join(map(str, t.consumer_prefetch or [])) or 'n/a'} | "
-            f"{t.cpu.get('worker', 0):.2f} | "
-            f"{t.cpu.get('others', 0):.2f} |")
-    ours = by_key.get("liftline")
-    ratio_lines = []
-    for peer in ("celery", "dramatiq", "celery-noconfirm", "dramatiq-noconfirm"):
-        theirs = by_key.get(peer)
-        if ours is None or theirs is None:
-            continue
-        e2e = _ratio(ours.e2e_per_s, theirs.e2e_per_s)
-        enq = _ratio(ours.enqueue_per_s, theirs.enqueue_per_s)
-        verdict = ""
-        if peer == "celery":
-            verdict = " — target ≥ 3×: " + (
-                "n/a" if e2e is None else ("PASS" if e2e >= TARGET_VS_CELERY else "**FAIL**"))
-        ratio_lines.append(
-            f"| liftline / {theirs.system} (`{peer}`) | "
-            f"{'n/a' if enq is None else f'{enq:.2f}×'} | "
-            f"{'n/a' if e2e is None else f'{e2e:.2f}×'}{verdict} |")
-    if ratio_lines:
-        lines += ["", "| Ratio (liftline = `liftline`, enqueue_many) | Enqueue | End to end |",
-                  "|---|---:|---:|", *ratio_lines]
-    lines += ["", "## CPU while measuring (average cores; submit + drain of each trial)", "",
-              "| Trial | wall s | bench | worker | rabbitmq | redis | others | machine |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for t in trials:
-        c = t.cpu
-        lines.append(f"| {t.key} | {c.get('wall_s', 0):.1f} | " + " | ".join(
-            f"{c.get(n, 0):.2f}" for n in ("bench", "worker", "rabbitmq", "redis", "others",
-                                           "machine")) + " |")
-    lines += ["", "## Worker commands (run from the repository root, with the venv's python)",
-              "",
-              "Each gets `BENCH_PEER_REDIS_URL` and `BENCH_PEER_COUNTER` (and Celery/Dramatiq "
-              "`BENCH_PEER_AMQP_URL`, `BENCH_PEER_QUEUE`, `BENCH_PEER_CONFIRM`) in its "
-              "environment; liftline gets `LIFTLINE_AMQP_URL`, `LIFTLINE_REDIS_URL`, "
-              "`LIFTLINE_CLUSTER`, `LIFTLINE_PARTITIONS`.", ""]
-    seen = set()
-    for t in trials:
-        if t.worker_cmd not in seen:
-            seen.add(t.worker_cmd)
-            lines.append(f"- {t.system}: `{t.worker_cmd}`")
-    lines += ["", "Job modules: `benchmarks/peers/liftline_jobs.py`, "
-              "`benchmarks/peers/celery_app.py`, `benchmarks/peers/dramatiq_app.py`."]
-    if missing:
-        lines += ["", f"Not installed, not measured: {', '.join(missing)} "
-                  "(`pip install -e '.[bench]'`)."]
-    failed = [t for t in trials if not t.complete]
-    for t in failed:
-        lines.append(f"- `{t.key}` did not finish: {t.done:,} of {t.submitted:,} done.")
-    return "\n".join(lines) + "\n"
-
-
-def _versions() -> str:
-    out = []
-    for name in ("celery", "kombu", "dramatiq", "pika"):
-        try:
-            from importlib.metadata import version
-
-            out.append(f"{name} {version(name)}")
-        except Exception:  # noqa: BLE001 - not installed
-            out.append(f"{name} absent")
-    return ", ".join(out)
+                   trials=[trial_dict(t) for t in trials], missing=missing)
+    figures(ctx, trials, missing)
