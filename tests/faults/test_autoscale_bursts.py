@@ -12,6 +12,7 @@ import signal
 import time
 from pathlib import Path
 
+import pika
 import pytest
 from autoscaling import AutoscalerRun, burst
 from helpers import wait_until
@@ -21,6 +22,7 @@ from pipeline import memory_state, redis_state, wait_flushed
 from liftline import Producer, Settings
 from liftline.autoscale.scalers import LocalPool
 from liftline.jobs.client import JobClient
+from liftline.jobs.topology import JobNames
 from liftline.store.keys import Keys
 
 
@@ -34,6 +36,16 @@ def fast(settings: Settings) -> Settings:
 
 def members(client, settings: Settings) -> int:
     return int(client.scard(Keys(settings.cluster).members))
+
+
+def job_consumers(settings: Settings) -> int:
+    """Consumers of the cluster's (unkeyed) job queue right now."""
+    conn = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    try:
+        return conn.channel().queue_declare(JobNames(settings.cluster).queue,
+                                            passive=True).method.consumer_count
+    finally:
+        conn.close()
 
 
 def assert_graceful_stops(run: AutoscalerRun) -> dict[int, tuple[int, str]]:
@@ -119,6 +131,10 @@ def test_job_burst_scales_job_workers_and_scale_in_waits_for_running_jobs(
             wait_until(lambda: run.samples()[-1]["action"] == "wait", 90, interval_s=0.05,
                        message="the quiet window")
             pool = run.samples()[-1]["current"]
+            # Every worker of the pool consuming first: else the first one's prefetch
+            # (4 x its 2 handlers) takes all the long jobs and no stopped worker runs one.
+            wait_until(lambda: job_consumers(tuned) >= pool, 30, interval_s=0.1,
+                       message=f"{pool} workers consuming the job queue")
             handles = [jobs.enqueue("long", marker=marker, seconds=tuned.
                                     autoscale_scale_down_after_s + 3) for _ in range(2 * pool)]
             results = [h.result(60) for h in handles]
