@@ -8,7 +8,6 @@ process started here is signalled, by PID.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from liftline.autoscale.scalers.local import worker_env
 from liftline.errors import ServerError
+from liftline.servers.process import terminate
 from liftline.settings import Settings
 from liftline.store.keys import Keys
 from liftline.store.redis_store import connect
@@ -84,14 +84,6 @@ class AutoscalerProcess:
 
     def stop(self) -> int | None:
         """SIGTERM (it stops its workers gracefully first); SIGKILL only past their timeout."""
-        proc = self.proc
-        if proc is None:
+        if self.proc is None:
             return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(self.settings.autoscale_stop_timeout_s + 15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        return proc.returncode
+        return terminate(self.proc, self.settings.autoscale_stop_timeout_s + 15)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from liftline.errors import ServerError
 from liftline.ingest.server import settings_env
+from liftline.servers.process import terminate
 from liftline.settings import ENV_PREFIX, Settings
 
 
@@ -92,14 +92,4 @@ class IngestProcess:
 
     def stop(self, timeout_s: float = 20.0) -> int | None:
         """SIGTERM (uvicorn closes connections, the publisher flushes), SIGKILL after timeout."""
-        proc = self.proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        return proc.returncode
+        return None if self.proc is None else terminate(self.proc, timeout_s)

@@ -96,6 +96,19 @@ def _wait_gone(proc: subprocess.Popen[bytes], members: list[int], timeout_s: flo
     return True
 
 
+def terminate(proc: subprocess.Popen[bytes], timeout_s: float) -> int | None:
+    """SIGTERM one child we started (its graceful stop), SIGKILL it after ``timeout_s``;
+    returns its exit code. Does nothing to a child that already exited."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
 def _end(proc: subprocess.Popen[bytes], members: list[int], timeout_s: float, name: str) -> None:
     """SIGTERM the process group, wait up to ``timeout_s``, then SIGKILL it."""
     _signal(proc, members, signal.SIGTERM)
