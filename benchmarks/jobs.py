@@ -250,6 +250,14 @@ def _one_at_a_time(send_one: Any) -> Any:
     return submit
 
 
+def _run_peer(ctx: Context, trial: Trial, env: dict[str, str], queue: str,
+              submit: Callable[[int, Deadline], int], counter: str,
+              client: redis.Redis) -> None:
+    """A Celery or Dramatiq trial: its worker command with the peer's settings."""
+    _run_trial(ctx, trial, [sys.executable, *trial.worker_cmd.split()[1:]],
+               {**_base_env(), **env}, queue, submit, counter, client)
+
+
 def _celery(ctx: Context, counter: str, client: redis.Redis, confirm: bool) -> Trial:
     queue = f"bench-celery-{ctx.run_id}-{'c' if confirm else 'n'}"
     worker_cmd = ("python -m celery -A benchmarks.peers.celery_app worker --pool threads "
@@ -262,11 +270,8 @@ def _celery(ctx: Context, counter: str, client: redis.Redis, confirm: bool) -> T
         worker_cmd=worker_cmd, jobs=ctx.sizes.jobs, limit_s=ctx.sizes.jobs_submit_limit_s)
     env = _peer_env(ctx, queue, counter, confirm)
     module = _load("celery_app", env)
-    submit = _one_at_a_time(module.noop.delay)
-
     try:
-        _run_trial(ctx, trial, [sys.executable, *worker_cmd.split()[1:]],
-                   {**_base_env(), **env}, queue, submit, counter, client)
+        _run_peer(ctx, trial, env, queue, _one_at_a_time(module.noop.delay), counter, client)
     finally:
         with contextlib.suppress(Exception):
             module.app.close()
@@ -286,11 +291,8 @@ def _dramatiq(ctx: Context, counter: str, client: redis.Redis, confirm: bool) ->
         worker_cmd=worker_cmd, jobs=ctx.sizes.jobs, limit_s=ctx.sizes.jobs_submit_limit_s)
     env = _peer_env(ctx, queue, counter, confirm)
     module = _load("dramatiq_app", env)
-    submit = _one_at_a_time(module.noop.send)
-
     try:
-        _run_trial(ctx, trial, [sys.executable, *worker_cmd.split()[1:]],
-                   {**_base_env(), **env}, queue, submit, counter, client)
+        _run_peer(ctx, trial, env, queue, _one_at_a_time(module.noop.send), counter, client)
     finally:
         with contextlib.suppress(Exception):
             module.broker.close()
