@@ -236,3 +236,52 @@ def test_status_round_trips_survive_a_script_flush(redis_client, cluster_name):
     assert status.get("c")["state"] == "running"
     stats = {s["name"]: s for s in status.stats()}["echo"]
     assert (stats["enqueued"], stats["succeeded"], stats["running"]) == (3, 1, 2)
+
+
+def _cli(settings, *args, timeout=60):
+    import subprocess
+    import sys
+
+    from pipeline import REPO, worker_env
+
+    return subprocess.run([sys.executable, "-m", "liftline", "jobs", *args],
+                          env=worker_env(settings), cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_split_pools_and_the_cli_for_dead_jobs(client, job_settings, job_workers, redis_client):
+    """`--jobs-only` runs every job and `--partitions-only` every partition; `jobs status`
+    shows a retry with its attempt, `jobs dead` lists a dead job, `jobs replay` runs it."""
+    import json
+
+    from pipeline import wait_flushed
+
+    from liftline import Producer
+
+    jobs_worker = job_workers.start(app=APP, wait=False, args=("--jobs-only",))
+    job_workers.start(app=APP, args=("--partitions-only",))
+    handles = [client.enqueue("echo", value=n) for n in range(20)]
+    assert [h.result(timeout=30)["value"] for h in handles] == list(range(20))
+    ran_on = {h.status()["worker"] for h in handles}
+    assert len(ran_on) == 1 and f"-{jobs_worker.pid}-" in ran_on.pop()
+    with Producer(job_settings) as producer:
+        tickets = [producer.incr("split:n", 1) for _ in range(10)]
+    wait_flushed(redis_client, job_settings, tickets)
+
+    client.status.set("shown", "echo", "retrying", attempt=2, error="boom")
+    shown = _cli(job_settings, "status", "shown")
+    assert shown.returncode == 0 and shown.stdout.startswith("retrying (2)"), shown
+    assert "last error: boom" in shown.stdout
+
+    handle = client.enqueue("until_fixed", flag="fix2")
+    with pytest.raises(JobFailed):
+        handle.result(timeout=30)
+    listed = wait_until(lambda: [d for d in json.loads(_cli(job_settings, "dead", "--json").stdout)
+                                 if d["id"] == handle.id], 20, message="jobs dead lists it")
+    assert listed[0]["job"] == "until_fixed" and listed[0]["attempts"] == 3
+    assert _cli(job_settings, "replay").returncode == 2  # neither ids nor --all: usage error
+    redis_client.set("ll-test:fix2", 1)
+    replayed = _cli(job_settings, "replay", handle.id)
+    assert replayed.returncode == 0 and "replayed 1 job(s)" in replayed.stdout, replayed
+    assert handle.result(timeout=30) == "fixed"
+    assert _cli(job_settings, "status", handle.id).stdout.startswith("succeeded")
