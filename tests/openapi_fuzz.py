@@ -65,6 +65,8 @@ def _valid(schema: dict[str, Any], document: dict[str, Any], name: str) -> Any:
         for part in schema["$ref"].lstrip("#/").split("/"):
             target = target[part]
         return _valid(target, document, name)
+    if "oneOf" in schema:
+        return st.one_of(*(_valid(choice, document, name) for choice in schema["oneOf"]))
     if "const" in schema:
         return st.just(schema["const"])
     if "enum" in schema:

@@ -32,6 +32,9 @@ WRITE = {
         "expected_version": {"type": "integer", "minimum": 0, "description": "cas only"},
     },
 }
+WRITES = {"type": "array", "minItems": 1, "items": WRITE}
+TICKETS = {"type": "object", "required": ["tickets"],
+           "properties": {"tickets": {"type": "array", "items": TICKET}}}
 ACCEPTED = {"type": "object", "required": ["ticket", "status"],
             "properties": {"ticket": TICKET, "status": {"const": "queued"}}}
 READ = {"type": "object", "required": ["key", "found"], "properties": {
@@ -71,15 +74,32 @@ def read_response(result: ReadResult) -> Response:
     return json_response(body)
 
 
+async def _write_list(service: IngestService, items: Any, field: str) -> Response:
+    """Many writes, all confirmed (202 with a ticket each, in order) or none acknowledged;
+    ``field`` names the array in errors (``writes[3].key``; ``[3].key`` for a bare array)."""
+    limit = service.settings.ingest_max_batch_writes
+    if not isinstance(items, list) or not items:
+        raise invalid(field or "body", "required, a non-empty array of writes")
+    if len(items) > limit:
+        raise invalid(field or "body", f"at most {limit} writes per request, got {len(items)}")
+    writes = [parse_write(item, service.ops, f"{field}[{n}]") for n, item in enumerate(items)]
+    tickets = await service.write_many(writes)
+    return json_response({"tickets": [str(t) for t in tickets]}, 202)
+
+
 def register(api: Api) -> None:
     """Add the generic routes to ``api``."""
 
-    @api.route("/v1/writes", "POST", summary="One write; 202 once RabbitMQ confirmed it",
-               body=WRITE, tags=("writes",), responses={
-                   202: ("confirmed by RabbitMQ, to be applied; poll the ticket", ACCEPTED)})
+    @api.route("/v1/writes", "POST", summary="One write, or an array of writes; 202 once "
+               "RabbitMQ confirmed it (them)", body={"oneOf": [WRITE, WRITES]},
+               tags=("writes",), responses={
+                   202: ("confirmed by RabbitMQ, to be applied; poll the ticket(s)",
+                         {"oneOf": [ACCEPTED, TICKETS]})})
     async def post_write(request: Request) -> Response:
         service = service_of(request)
         body = await read_json(request, service.settings.ingest_max_body_bytes)
+        if isinstance(body, list):
+            return await _write_list(service, body, "")
         op, key, value, arg = parse_write(body, service.ops)
         ticket = await service.write(op, key, value, arg)
         return json_response({"ticket": str(ticket), "status": "queued"}, 202,
@@ -88,25 +108,15 @@ def register(api: Api) -> None:
     @api.route("/v1/batch", "POST", summary="Many writes in one request; all confirmed, or 503",
                tags=("writes",),
                body={"type": "object", "required": ["writes"], "additionalProperties": False,
-                     "properties": {"writes": {"type": "array", "minItems": 1, "items": WRITE}}},
-               responses={202: ("every write confirmed", {
-                   "type": "object", "required": ["tickets"],
-                   "properties": {"tickets": {"type": "array", "items": TICKET}}})})
+                     "properties": {"writes": WRITES}},
+               responses={202: ("every write confirmed", TICKETS)})
     async def post_batch(request: Request) -> Response:
         service = service_of(request)
         body = require_object(await read_json(request, service.settings.ingest_max_body_bytes))
         extra = sorted(set(body) - {"writes"})
         if extra:
             raise invalid(extra[0], "unknown field; send {\"writes\": [...]}")
-        items = body.get("writes")
-        limit = service.settings.ingest_max_batch_writes
-        if not isinstance(items, list) or not items:
-            raise invalid("writes", "required, a non-empty array of writes")
-        if len(items) > limit:
-            raise invalid("writes", f"at most {limit} writes per request, got {len(items)}")
-        writes = [parse_write(item, service.ops, f"writes[{n}]") for n, item in enumerate(items)]
-        tickets = await service.write_many(writes)
-        return json_response({"tickets": [str(t) for t in tickets]}, 202)
+        return await _write_list(service, body.get("writes"), "writes")
 
     @api.route("/v1/keys/{key:path}", "GET", summary="A key's value", tags=("reads",),
                params=[path_param("key", {"type": "string", "minLength": 1}), *READ_PARAMS],

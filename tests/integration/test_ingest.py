@@ -60,7 +60,9 @@ def _load(http: Http, thread_no: int, count: int, model: Model, lock: threading.
         else:
             batch = [{"op": "incr", "key": f"{own}:b{rng.randrange(8)}", "value": 2}
                      for _ in range(rng.randrange(1, 30))]
-            answer = http.post("/v1/batch", {"writes": batch})
+            # A batch: {"writes": [...]} on /v1/batch, or a bare array on /v1/writes.
+            answer = (http.post("/v1/batch", {"writes": batch}) if rng.random() < 0.5
+                      else http.post("/v1/writes", batch))
             assert answer.status == 202, answer
             assert len(answer.body["tickets"]) == len(batch)
             mine.append((batch, answer.body["tickets"]))
@@ -241,7 +243,11 @@ def test_refusals_are_json_naming_the_field_and_send_nothing(settings, workers, 
     refused(400, None, http.post("/v1/writes", raw=b"\xff\xfe"))
     refused(400, None, http.post("/v1/writes", raw=b'{"op":"incr","key":"n","value":NaN}'))
     refused(415, None, http.post("/v1/writes", raw=b"{}", headers={"Content-Type": "text/csv"}))
-    refused(422, "body", http.post("/v1/writes", [1, 2]))
+    refused(422, "[0]", http.post("/v1/writes", [1, 2]))  # an array is a batch of writes
+    refused(422, "[1].key", http.post("/v1/writes", [{"op": "incr", "key": "x", "value": 1},
+                                                     {"op": "incr", "value": 1}]))
+    refused(422, "body", http.post("/v1/writes", []))
+    refused(422, "body", http.post("/v1/writes", [{"op": "incr", "key": "x", "value": 1}] * 11))
     refused(422, "key", http.post("/v1/writes", {"op": "set", "value": 1}))
     refused(422, "key", http.post("/v1/writes", {"op": "set", "key": "k" * 513, "value": 1}))
     refused(422, "op", http.post("/v1/writes", {"op": "explode", "key": "a", "value": 1}))
