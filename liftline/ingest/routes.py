@@ -6,8 +6,9 @@ import json
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
+from liftline.ingest.docs import PAGE
 from liftline.ingest.openapi import READ_PARAMS, TICKET, Api, path_param
 from liftline.ingest.service import IngestService
 from liftline.ingest.validation import (
@@ -166,6 +167,11 @@ def register(api: Api) -> None:
                standard=(), responses={200: ("OpenAPI 3.1", {"type": "object"})})
     async def openapi(request: Request) -> Response:
         return json_response(request.app.state.api.document())
+
+    @api.route("/docs", "GET", summary="This document as a page to read", tags=("ops",),
+               auth=False, standard=(), responses={200: "text/html"})
+    async def docs(request: Request) -> Response:
+        return HTMLResponse(PAGE)
 
 
 def not_found(request: Request, exc: Exception) -> Response:
