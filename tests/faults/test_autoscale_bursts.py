@@ -110,7 +110,8 @@ def test_write_burst_scales_out_drains_and_scales_back_in(fast: Settings, redis_
 
 def test_job_burst_scales_job_workers_and_scale_in_waits_for_running_jobs(
         fast: Settings, redis_client, tmp_path: Path) -> None:
-    tuned = fast.replace(autoscale_max=3, autoscale_target=400)
+    # A quiet window long enough to see the whole pool consuming and enqueue into it.
+    tuned = fast.replace(autoscale_max=3, autoscale_target=400, autoscale_scale_down_after_s=5.0)
     run = AutoscalerRun(tuned, redis_client, tmp_path, app="jobapp:app",
                         worker_args="--concurrency 2")
     marker = f"long-{os.urandom(3).hex()}"
@@ -126,17 +127,22 @@ def test_job_burst_scales_job_workers_and_scale_in_waits_for_running_jobs(
                        30, message="scale-up")
             wait_until(lambda: run.samples()[-1]["current"] > 1, 30,
                        message="more than 1 job worker")
-            # The quiet window starts once the queue is short: then jobs that outlast
-            # it start on every worker, so scale-in finds workers running jobs.
-            wait_until(lambda: run.samples()[-1]["action"] == "wait", 90, interval_s=0.05,
-                       message="the quiet window")
+
+            def quiet_and_all_consuming() -> bool:
+                # The quiet window starts once the queue is short: jobs that outlast it,
+                # sent while every worker of the pool consumes, start on every worker, so
+                # scale-in finds workers running jobs. (With one consumer alone, its
+                # prefetch of 4 x 2 handlers would take all the long jobs.)
+                last = run.samples()[-1]
+                return last["action"] == "wait" and job_consumers(tuned) >= last["current"]
+            wait_until(quiet_and_all_consuming, 90, interval_s=0.05,
+                       message="the quiet window with every worker consuming")
             pool = run.samples()[-1]["current"]
-            # Every worker of the pool consuming first: else the first one's prefetch
-            # (4 x its 2 handlers) takes all the long jobs and no stopped worker runs one.
-            wait_until(lambda: job_consumers(tuned) >= pool, 30, interval_s=0.1,
-                       message=f"{pool} workers consuming the job queue")
             handles = [jobs.enqueue("long", marker=marker, seconds=tuned.
                                     autoscale_scale_down_after_s + 3) for _ in range(2 * pool)]
+            wait_until(lambda: len({x.split(b":")[0] for x in
+                                    redis_client.lrange(f"ll-test:{marker}", 0, -1)}) > 1,
+                       10, message="long jobs started on more than one worker")
             results = [h.result(60) for h in handles]
         wait_until(lambda: run.samples()[-1]["current"] == 1 and members(redis_client, tuned) == 1
                    and not run.pool_pids()[1:], 60, interval_s=0.2, message="the pool back at 1")
