@@ -21,6 +21,10 @@ from liftline.producer import Ticket
 BOUND_S = 2.0  # ingest_publish_timeout_s
 SLACK_S = 1.5  # the service's own grace, scheduling, and a loaded 2-core machine
 MAX_REQUESTS = 20_000  # per run, whatever happens: the load always ends
+# After a 503 a thread pauses this long (as a client honouring Retry-After would, only
+# shorter): refusals come back in a millisecond, and without a pause an outage of a few
+# seconds would spend the whole MAX_REQUESTS before the broker is back.
+PAUSE_AFTER_503_S = 0.02
 
 
 @dataclass
@@ -55,10 +59,18 @@ class Load:
             with self.lock:
                 self.results.append((key, answer.status, answer.elapsed_s, answer.headers,
                                      ticket))
+            if answer.status == 503:
+                self.stop.wait(PAUSE_AFTER_503_S)
 
     def count(self, status: int) -> int:
+        """Requests answered with ``status`` so far; AssertionError once the load ended
+        on its own (a client error, or MAX_REQUESTS spent): nothing more will come."""
         with self.lock:
-            return sum(1 for r in self.results if r[1] == status)
+            counted = sum(1 for r in self.results if r[1] == status)
+            total = len(self.results)
+        ended = not any(t.is_alive() for t in self._threads) and not self.stop.is_set()
+        assert not ended, f"the load ended early after {total} requests: {self.errors[:3]}"
+        return counted
 
     def finish(self) -> None:
         self.stop.set()
