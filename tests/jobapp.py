@@ -53,6 +53,14 @@ def slow(ctx):
     return "too late"
 
 
+@app.job("stuck", retries=0, timeout=0.5)
+def stuck(ctx, gate):
+    """Hangs well past its timeout, until the test opens ``gate`` (at most 60 s)."""
+    _r().rpush(f"ll-test:{gate}:began", ctx.job_id)
+    _r().blpop([f"ll-test:{gate}"], timeout=60)
+    return "too late"
+
+
 @app.job("long", retries=0)
 def long(ctx, marker, seconds):
     _r().rpush(f"ll-test:{marker}", f"{os.getpid()}:{ctx.attempt}")

@@ -1,6 +1,7 @@
 """The job runner: consumes job queues on its own connection and thread.
 
-Handlers run in a thread pool of ``concurrency``; the runner thread alone
+Handlers run in ``concurrency`` threads (:mod:`liftline.jobs.threadpool`: one
+that overruns its timeout is replaced) or processes; the runner thread alone
 touches pika. A job is acked only after its outcome is recorded: its result
 in Redis, its retry published (confirmed) to a delay queue, or its dead letter
 published (confirmed). A crash before that redelivers it (at least once); a job
@@ -27,6 +28,7 @@ from liftline.errors import BrokerUnavailable, InvalidMessage, InvalidWrite, Sto
 from liftline.jobs import topology
 from liftline.jobs.spec import Job, JobContext, JobSpec
 from liftline.jobs.status import TERMINAL, JobStatus
+from liftline.jobs.threadpool import HandlerThreads
 from liftline.queue.confirms import ConfirmedChannel
 from liftline.queue.connection import connect_blocking
 from liftline.settings import Settings
@@ -98,8 +100,7 @@ class JobRunner:
 
             self._pool = ProcessPool(app, concurrency)
         else:
-            self._pool = cf.ThreadPoolExecutor(max_workers=concurrency,
-                                               thread_name_prefix="liftline-job")
+            self._pool = HandlerThreads(concurrency)
         self._running: list[_Running] = []
         self._delays: set[int] = set()
         self._stopping = threading.Event()
@@ -310,9 +311,9 @@ class JobRunner:
                 else:
                     self._failed(run, error)
             elif run.deadline is not None and now > run.deadline:
-                # A thread cannot be stopped (it is abandoned); a process is killed.
-                if hasattr(self._pool, "abandon"):
-                    self._pool.abandon(run.future)
+                # A thread cannot be stopped: it is abandoned and replaced; a
+                # process is killed and replaced.
+                self._pool.abandon(run.future)
                 run.future.cancel()
                 self._failed(run, TimeoutError(f"no result within {run.spec.timeout}s"))
             else:

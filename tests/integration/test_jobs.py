@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pika
 import pytest
 from helpers import wait_until
@@ -75,6 +77,32 @@ def test_a_timeout_counts_as_a_failure(client, job_workers):
     handle = client.enqueue("slow")
     with pytest.raises(JobFailed, match="no result within 0.5s"):
         handle.result(timeout=20)
+
+
+def test_stuck_handlers_are_replaced_and_other_jobs_keep_running(client, job_workers,
+                                                                 redis_client):
+    """Two handler threads, both stuck past their timeout: the jobs behind them
+    still run at once, on the replacement threads."""
+    worker = job_workers.start(app=APP, args=("--concurrency", "2"))
+    gate = f"gate-{os.urandom(3).hex()}"
+    stuck = [client.enqueue("stuck", gate=gate) for _ in range(2)]
+    wait_until(lambda: redis_client.llen(f"ll-test:{gate}:began") == 2, 20,
+               message="both stuck handlers running")
+    echoes = [client.enqueue("echo", value=n) for n in range(20)]
+    # Each stuck handler still blocks (for up to 60 s) while these are answered.
+    assert [h.result(timeout=15)["value"] for h in echoes] == list(range(20))
+    for handle in stuck:
+        with pytest.raises(JobFailed, match="no result within 0.5s"):
+            handle.result(timeout=5)
+        assert handle.status()["state"] == "dead"
+
+    def whole_log() -> str:
+        return worker.log_path.read_text(errors="replace")
+    assert whole_log().count("is abandoned and replaced") == 2, worker.log()
+    redis_client.rpush(f"ll-test:{gate}", 1, 1)  # the stuck handlers return at last
+    wait_until(lambda: whole_log().count("returned at last; it ends") == 2, 20,
+               message="the abandoned threads end")
+    assert client.enqueue("echo", value="after").result(timeout=15)["value"] == "after"
 
 
 def test_keyed_jobs_run_strictly_in_order_per_key(client, job_workers, redis_client):
