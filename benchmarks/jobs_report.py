@@ -89,7 +89,7 @@ def jobs_markdown(ctx: Context, trials: list[Trial], missing: list[str]) -> str:
         "- Queues: liftline a quorum queue (its design); Celery and Dramatiq their default "
         "durable classic queues. Acks: liftline and Dramatiq ack after the handler returns; "
         "Celery acks on receipt (its default, `task_acks_late=False`). Prefetch asked for "
-        f"at 8 threads: liftline {CONCURRENCY} (= concurrency; redelivered jobs go one at a "
+        f"at 8 threads: liftline {CONCURRENCY * 4} (4 × concurrency; redelivered jobs go one at a "
         f"time through its suspects queue), Celery {CONCURRENCY * 4} (multiplier 4), Dramatiq "
         f"{CONCURRENCY * 2} (2 × threads); the table shows what RabbitMQ applied to the "
         "worker's consumer of the work queue (management API, read at the end of a trial; "
