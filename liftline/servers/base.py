@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import base64
 import json
+import random
 import socket
 import time
 import urllib.error
@@ -95,18 +96,42 @@ class ServerProvider(abc.ABC):
         self.stop()
 
 
+def _ephemeral_low(default: int = 32768) -> int:
+    """The lowest port Linux hands out to outgoing connections."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return default
+
+
+_PICK_FROM = 10_000  # ports below this are left to well-known services
+
+
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     """Return ``count`` distinct TCP ports that were free a moment ago.
 
-    All sockets stay bound until every port is chosen, so the ports differ from
-    each other; another process may still take one before the caller binds it.
+    They are picked at random below the kernel's ephemeral range, so that the
+    outgoing connections of a busy machine (whose local ports come from that
+    range) cannot take one before the server binds it; if that range leaves no
+    room, the kernel picks. All sockets stay bound until every port is chosen,
+    so the ports differ from each other; another process may still bind one
+    first, on purpose.
     """
+    high = _ephemeral_low()
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sockets.append(sock)
-            sock.bind((host, 0))
+            for _attempt in range(50 if high - _PICK_FROM > 1000 else 0):
+                try:
+                    sock.bind((host, random.randrange(_PICK_FROM, high)))
+                    break
+                except OSError:
+                    continue
+            else:
+                sock.bind((host, 0))
         return [sock.getsockname()[1] for sock in sockets]
     finally:
         for sock in sockets:

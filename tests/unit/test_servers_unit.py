@@ -70,6 +70,10 @@ def test_failed_start_in_with_block_still_stops() -> None:
 def test_free_ports_are_distinct_and_bindable() -> None:
     ports = free_ports(6)
     assert len(set(ports)) == 6
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral_low = int(f.read().split()[0])
+    # Outside the range outgoing connections take their local ports from.
+    assert all(10_000 <= port < ephemeral_low for port in ports), ports
     for port in ports:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))
