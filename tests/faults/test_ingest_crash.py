@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-import pytest
 from helpers import wait_until
 from ingest_faults import Load, all_acknowledged_applied
 
+SYNC_DETS = "[dets:sync(T) || T <- dets:all()]."
 
-@pytest.mark.slow
+
 def test_rabbitmq_crash_answers_503_in_time_and_loses_no_202(ingest_stack, local_servers):
-    """Not in `make test`: on this RabbitMQ (3.10.8) it fails now and then for reasons
-    outside the ingest service: writes published in the first second after the node
-    restarts are sometimes confirmed yet missing from the stream (seen: seqs 97-135 of
-    one partition acked, absent between stored seqs 96 and 136), and stream recovery
-    after SIGKILL sometimes takes longer than the 60 s LocalRabbitMQ.start waits."""
+    """RabbitMQ SIGKILLed under HTTP load, then started again.
+
+    Before the kill, the node is asked to write its dets tables to disk. RabbitMQ
+    3.10.8 keeps Ra's register of servers (names.dets) in dets, saved every 3
+    minutes: a node killed sooner after the streams were created comes back with
+    the stream coordinator unregistered ("running pre init for 0 registered
+    servers") and its streams stay down. That is the node's problem, not the
+    ingest service's (README, Known problems); a production node is rarely killed
+    within 3 minutes of its streams' creation."""
     start, client = ingest_stack
     settings, http, pool = start("crash")
     load = Load(http).start()
     try:
         wait_until(lambda: load.count(202) >= 300, 30, message="writes before the crash")
+        local_servers.rabbitmq.ctl("eval", SYNC_DETS)
         local_servers.rabbitmq.kill()
         wait_until(lambda: load.count(503) >= 20, 30, message="503s while RabbitMQ is down")
         before = load.count(202)
@@ -27,10 +32,7 @@ def test_rabbitmq_crash_answers_503_in_time_and_loses_no_202(ingest_stack, local
                    message="writes confirmed after RabbitMQ came back")
     finally:
         load.finish()
-    # A worker that reconnects while the streams are still recovering exits on the
-    # declare's 404 (Worker.run does not retry BrokerError); `liftline up` would
-    # restart it, and so does this test: what is tested here is the ingest service.
-    if pool.started[-1].proc.poll() is not None:
-        pool.start()
+    # The worker rode the crash out (it retries while the streams come back).
+    assert pool.started[-1].proc.poll() is None, pool.started[-1].log()
     acked = load.check()
     all_acknowledged_applied(client, settings, acked)
