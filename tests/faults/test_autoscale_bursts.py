@@ -38,12 +38,13 @@ def members(client, settings: Settings) -> int:
     return int(client.scard(Keys(settings.cluster).members))
 
 
-def job_consumers(settings: Settings) -> int:
-    """Consumers of the cluster's (unkeyed) job queue right now."""
+def job_queue(settings: Settings) -> tuple[int, int]:
+    """(consumers, ready jobs) of the cluster's unkeyed job queue right now."""
     conn = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
     try:
-        return conn.channel().queue_declare(JobNames(settings.cluster).queue,
-                                            passive=True).method.consumer_count
+        method = conn.channel().queue_declare(JobNames(settings.cluster).queue,
+                                              passive=True).method
+        return method.consumer_count, method.message_count
     finally:
         conn.close()
 
@@ -128,15 +129,21 @@ def test_job_burst_scales_job_workers_and_scale_in_waits_for_running_jobs(
             wait_until(lambda: run.samples()[-1]["current"] > 1, 30,
                        message="more than 1 job worker")
 
-            def quiet_and_all_consuming() -> bool:
+            def quiet_idle_and_all_consuming() -> bool:
                 # The quiet window starts once the queue is short: jobs that outlast it,
-                # sent while every worker of the pool consumes, start on every worker, so
-                # scale-in finds workers running jobs. (With one consumer alone, its
-                # prefetch of 4 x 2 handlers would take all the long jobs.)
+                # sent while every worker of the pool idles on an empty queue, go round
+                # the consumers, so scale-in finds workers running jobs. (Sent behind
+                # other jobs, or with one consumer alone, they can all go to the one
+                # worker whose prefetch of 4 x 2 handlers has room at that moment.)
                 last = run.samples()[-1]
-                return last["action"] == "wait" and job_consumers(tuned) >= last["current"]
-            wait_until(quiet_and_all_consuming, 90, interval_s=0.05,
-                       message="the quiet window with every worker consuming")
+                if last["action"] != "wait":
+                    return False
+                consumers, ready = job_queue(tuned)
+                noops = {row["name"]: row for row in jobs.status.stats()}["noop"]
+                return consumers >= last["current"] and ready == 0 \
+                    and noops["succeeded"] == 2000  # every worker idle
+            wait_until(quiet_idle_and_all_consuming, 90, interval_s=0.05,
+                       message="the quiet window, an empty queue and every worker consuming")
             pool = run.samples()[-1]["current"]
             handles = [jobs.enqueue("long", marker=marker, seconds=tuned.
                                     autoscale_scale_down_after_s + 3) for _ in range(2 * pool)]
