@@ -155,8 +155,9 @@ class LocalRabbitMQ:
         # Keep /etc/rabbitmq/rabbitmq-env.conf out of this node.
         (d / "rabbitmq-env.conf").write_text("")
 
-    def start(self, timeout_s: float = 60.0) -> None:
-        """Start the node and return once AMQP, stream and management all answer.
+    def start(self, timeout_s: float = 60.0, *, require_queues: bool = True) -> None:
+        """Start the node and return once AMQP, stream and management all answer
+        and (``require_queues``) no queue is reported down.
 
         Raises ServerError (with the end of the logs) if the node exits or is
         not ready within ``timeout_s``; the node is then stopped again.
@@ -173,7 +174,7 @@ class LocalRabbitMQ:
         began = time.monotonic()
         self._proc = _spawn([str(RABBITMQ_SERVER)], self.env(), self.log_file)
         try:
-            self._wait_ready(began + timeout_s)
+            self._wait_ready(began + timeout_s, require_queues)
         except BaseException:
             self.stop(timeout_s=10.0)
             raise
@@ -185,7 +186,7 @@ class LocalRabbitMQ:
             time.monotonic() - began,
         )
 
-    def _wait_ready(self, deadline: float) -> None:
+    def _wait_ready(self, deadline: float, require_queues: bool = True) -> None:
         assert self._proc is not None
         while True:
             code = self._proc.poll()
@@ -194,7 +195,7 @@ class LocalRabbitMQ:
                     f"rabbitmq-server exited with code {code} while starting\n"
                     f"{log_tail(self.log_file)}\n{log_tail(self.node_log)}"
                 )
-            if self._ready():
+            if self._ready(require_queues):
                 return
             if time.monotonic() >= deadline:
                 down = f" (queues still down: {self._queues_down})" if self._queues_down else ""
@@ -204,12 +205,14 @@ class LocalRabbitMQ:
                 )
             time.sleep(0.2)
 
-    def _ready(self) -> bool:
+    def _ready(self, require_queues: bool = True) -> bool:
         ports = (self.amqp_port, self.stream_port, self.management_port)
         if not all(port_answers(HOST, port) for port in ports):
             return False
         if not (amqp_answers(self.amqp_url) and management_api_answers(self.management_url)):
             return False
+        if not require_queues:
+            return True
         # After a restart AMQP answers a moment before the streams' members are back
         # ("home node … is down"); the management API reports those queues as down.
         self._queues_down = self.queues_down()
