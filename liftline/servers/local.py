@@ -134,6 +134,8 @@ class LocalRabbitMQ:
             RABBITMQ_PID_FILE=str(d / "rabbitmq.pid"),
             RABBITMQ_DIST_PORT=str(self.dist_port),
             ERL_EPMD_PORT=str(self.epmd_port),
+            # A node that fails to boot writes its crash dump here, not in the cwd.
+            ERL_CRASH_DUMP=str(d / "erl_crash.dump"),
         )
         return env
 
