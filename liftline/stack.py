@@ -94,6 +94,10 @@ class LocalStack:
             self._start_ingest()
         if self.autoscale is not None:
             self._start_autoscaler()
+        if self.rabbitmq is not None:
+            # The streams and the workers' job queues exist now: have their Ra
+            # registrations on disk, so a kill of the node does not lose them.
+            self.rabbitmq.sync_to_disk()
         self.say("liftline ready")
 
     def _start_autoscaler(self) -> None:

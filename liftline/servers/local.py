@@ -307,6 +307,16 @@ class LocalRabbitMQ:
             )
         return stdout
 
+    def sync_to_disk(self) -> None:
+        """Have the node write its dets tables to disk now.
+
+        RabbitMQ 3.10.8 keeps Ra's register of servers (the stream coordinator, each
+        quorum queue) in dets files that reach the disk only every few minutes; a node
+        killed before that comes back without the servers created since, and their
+        streams and queues stay down. Call this after creating them.
+        """
+        self.ctl("eval", "[dets:sync(T) || T <- dets:all()].")
+
 
 class LocalRedis:
     """One ``redis-server`` with an append-only file in ``data_dir``, on 127.0.0.1."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 from helpers import wait_until
 from ingest_faults import Load, all_acknowledged_applied
 
-SYNC_DETS = "[dets:sync(T) || T <- dets:all()]."
-
 
 def test_rabbitmq_crash_answers_503_in_time_and_loses_no_202(ingest_stack, local_servers):
     """RabbitMQ SIGKILLed under HTTP load, then started again.
@@ -23,7 +21,7 @@ def test_rabbitmq_crash_answers_503_in_time_and_loses_no_202(ingest_stack, local
     load = Load(http).start()
     try:
         wait_until(lambda: load.count(202) >= 300, 30, message="writes before the crash")
-        local_servers.rabbitmq.ctl("eval", SYNC_DETS)
+        local_servers.rabbitmq.sync_to_disk()
         local_servers.rabbitmq.kill()
         wait_until(lambda: load.count(503) >= 20, 30, message="503s while RabbitMQ is down")
         before = load.count(202)
