@@ -10,12 +10,12 @@ def test_rabbitmq_crash_answers_503_in_time_and_loses_no_202(ingest_stack, local
     """RabbitMQ SIGKILLed under HTTP load, then started again.
 
     Before the kill, the node is asked to write its dets tables to disk. RabbitMQ
-    3.10.8 keeps Ra's register of servers (names.dets) in dets, saved every 3
-    minutes: a node killed sooner after the streams were created comes back with
-    the stream coordinator unregistered ("running pre init for 0 registered
-    servers") and its streams stay down. That is the node's problem, not the
-    ingest service's (README, Known problems); a production node is rarely killed
-    within 3 minutes of its streams' creation."""
+    3.10.8 keeps Ra's register of servers (names.dets) in dets, which reaches the
+    disk only every few minutes: a node killed sooner after the streams were created
+    comes back with the stream coordinator unregistered ("running pre init for 0
+    registered servers") and its streams stay down. That is the node's problem, not
+    the ingest service's (README, Known problems; test_server_restarts.py shows
+    that writes to such streams fail rather than vanish)."""
     start, client = ingest_stack
     settings, http, pool = start("crash")
     load = Load(http).start()
