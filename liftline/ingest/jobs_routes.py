@@ -7,7 +7,6 @@ in the default executor so the event loop never waits on a confirm.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -15,7 +14,7 @@ from starlette.responses import Response
 from liftline.errors import InvalidWrite, LiftlineError
 from liftline.ingest.openapi import Api, path_param
 from liftline.ingest.routes import json_response, service_of
-from liftline.ingest.service import IngestService
+from liftline.ingest.service import unavailable
 from liftline.ingest.validation import ApiError, invalid, read_json, require_object
 
 JOB = {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {
@@ -25,16 +24,6 @@ JOB = {"type": "object", "required": ["name"], "additionalProperties": False, "p
     "job_id": {"type": "string", "maxLength": 128, "description": "idempotency id"}}}
 JOB_ID = {"type": "string", "minLength": 1, "maxLength": 128}
 JOB_FIELDS = frozenset({"name", "args", "key", "job_id"})
-
-
-def _client(service: IngestService) -> Any:
-    client = getattr(service, "_jobs_client", None)
-    if client is None:
-        from liftline.jobs.client import JobClient
-
-        client = JobClient(service.settings, service.app)
-        service._jobs_client = client  # type: ignore[attr-defined]
-    return client
 
 
 def register(api: Api) -> None:
@@ -58,13 +47,12 @@ def register(api: Api) -> None:
                 raise invalid(field, "must be a string")
         try:
             handle = (await asyncio.to_thread(
-                _client(service).enqueue_many,
+                service.jobs().enqueue_many,
                 [(name, args, body.get("key"), body.get("job_id"))]))[0]
         except InvalidWrite as exc:
             raise invalid("args" if "argument" in str(exc) else "name", str(exc)) from exc
         except LiftlineError as exc:
-            raise ApiError(503, "unavailable", f"job not confirmed: {exc}",
-                           headers={"Retry-After": "1"}) from exc
+            raise unavailable(exc, "job not confirmed") from exc
         return json_response({"job_id": handle.id, "created": handle.created}, 202,
                              {"Location": f"/v1/jobs/{handle.id}"})
 
@@ -78,9 +66,9 @@ def register(api: Api) -> None:
         if not 0 < len(job_id) <= 128:
             raise invalid("job_id", "1-128 characters")
         try:
-            record = await asyncio.to_thread(_client(service).status.get, job_id)
+            record = await asyncio.to_thread(service.jobs().status.get, job_id)
         except LiftlineError as exc:
-            raise ApiError(503, "unavailable", str(exc), headers={"Retry-After": "1"}) from exc
+            raise unavailable(exc, "job status unreadable") from exc
         if record is None:
             raise ApiError(404, "not_found", f"job {job_id} is unknown (or its record expired)")
         return json_response(record)

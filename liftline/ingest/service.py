@@ -34,6 +34,7 @@ from liftline.ingest.metrics import Metrics
 from liftline.ingest.reads import AsyncReads, NotApplied
 from liftline.ingest.rpc import AsyncRpc
 from liftline.ingest.validation import ApiError, invalid, write_error_field
+from liftline.jobs.client import JobClient
 from liftline.producer.client import prepare_cluster
 from liftline.producer.tickets import Ticket
 from liftline.reads.base import ReadResult
@@ -63,6 +64,7 @@ class IngestService:
         self.reads: AsyncReads | None = None
         self._rpc: AsyncRpc | None = None
         self._redis: aioredis.Redis | None = None
+        self._jobs: JobClient | None = None  # made on the first job request
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
@@ -89,9 +91,14 @@ class IngestService:
             await self._rpc.close()
         if self._redis is not None:
             await self._redis.aclose()
-        jobs = getattr(self, "_jobs_client", None)
-        if jobs is not None:
-            await asyncio.to_thread(jobs.close)
+        if self._jobs is not None:
+            await asyncio.to_thread(self._jobs.close)
+
+    def jobs(self) -> JobClient:
+        """The process's job client (synchronous: call it off the event loop)."""
+        if self._jobs is None:
+            self._jobs = JobClient(self.settings, self.app)
+        return self._jobs
 
     def state(self) -> str:
         return "starting" if self.writer is None else self.writer.state()
