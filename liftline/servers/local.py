@@ -29,11 +29,11 @@ from liftline.servers.base import (
     redis_answers,
 )
 from liftline.servers.process import (  # noqa: F401 - pid_alive, log_tail are public here
-    _end,
-    _kill,
-    _spawn,
+    end_group,
+    kill_group,
     log_tail,
     pid_alive,
+    spawn_in_group,
 )
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ class LocalRabbitMQ:
         (self.data_dir / "rabbitmq.pid").unlink(missing_ok=True)
         self._node_pid = None
         began = time.monotonic()
-        self._proc = _spawn([str(RABBITMQ_SERVER)], self.env(), self.log_file)
+        self._proc = spawn_in_group([str(RABBITMQ_SERVER)], self.env(), self.log_file)
         try:
             self._wait_ready(began + timeout_s, require_queues)
         except BaseException:
@@ -243,14 +243,14 @@ class LocalRabbitMQ:
         Idempotent; after a :meth:`kill` it only ends the epmd.
         """
         if self._proc is not None:
-            _end(self._proc, self._members(), timeout_s, f"RabbitMQ {self.nodename}")
+            end_group(self._proc, self._members(), timeout_s, f"RabbitMQ {self.nodename}")
             self._proc = None
         self._stop_epmd()
 
     def kill(self) -> None:
         """SIGKILL the node at once, as a crash would; the epmd keeps running."""
         if self._proc is not None:
-            _kill(self._proc, self._members(), f"RabbitMQ {self.nodename}")
+            kill_group(self._proc, self._members(), f"RabbitMQ {self.nodename}")
             self._proc = None
 
     def _stop_epmd(self) -> None:
@@ -369,7 +369,7 @@ class LocalRedis:
             "--logfile", "",
         ]  # fmt: skip
         began = time.monotonic()
-        self._proc = _spawn(argv, None, self.log_file)
+        self._proc = spawn_in_group(argv, None, self.log_file)
         try:
             self._wait_ready(began + timeout_s)
         except BaseException:
@@ -397,13 +397,13 @@ class LocalRedis:
     def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM Redis (it fsyncs the AOF), SIGKILL after ``timeout_s``; idempotent."""
         if self._proc is not None:
-            _end(self._proc, [], timeout_s, f"Redis on {self.port}")
+            end_group(self._proc, [], timeout_s, f"Redis on {self.port}")
             self._proc = None
 
     def kill(self) -> None:
         """SIGKILL Redis at once, as a crash would."""
         if self._proc is not None:
-            _kill(self._proc, [], f"Redis on {self.port}")
+            kill_group(self._proc, [], f"Redis on {self.port}")
             self._proc = None
 
 

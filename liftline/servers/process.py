@@ -50,7 +50,8 @@ def log_tail(path: Path, lines: int = 25) -> str:
     return f"--- last lines of {path} ---\n" + "\n".join(text.splitlines()[-lines:])
 
 
-def _spawn(argv: list[str], env: dict[str, str] | None, log_file: Path) -> subprocess.Popen[bytes]:
+def spawn_in_group(argv: list[str], env: dict[str, str] | None,
+                   log_file: Path) -> subprocess.Popen[bytes]:
     """Start ``argv`` in a new session (its own process group), output appended to log_file."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as out:
@@ -109,16 +110,17 @@ def terminate(proc: subprocess.Popen[bytes], timeout_s: float) -> int | None:
     return proc.returncode
 
 
-def _end(proc: subprocess.Popen[bytes], members: list[int], timeout_s: float, name: str) -> None:
+def end_group(proc: subprocess.Popen[bytes], members: list[int], timeout_s: float,
+              name: str) -> None:
     """SIGTERM the process group, wait up to ``timeout_s``, then SIGKILL it."""
     _signal(proc, members, signal.SIGTERM)
     if _wait_gone(proc, members, timeout_s):
         return
     log.warning("%s (pid %d) ignored SIGTERM for %.0fs; sending SIGKILL", name, proc.pid, timeout_s)
-    _kill(proc, members, name)
+    kill_group(proc, members, name)
 
 
-def _kill(proc: subprocess.Popen[bytes], members: list[int], name: str) -> None:
+def kill_group(proc: subprocess.Popen[bytes], members: list[int], name: str) -> None:
     _signal(proc, members, signal.SIGKILL)
     if not _wait_gone(proc, members, 10.0):
         raise ServerError(f"{name} (pid {proc.pid}) survived SIGKILL")
