@@ -33,8 +33,7 @@ import redis
 
 from liftline import Producer, Settings
 from liftline.autoscale import record
-from liftline.autoscale.scalers.local import worker_env
-from liftline.producer.client import prepare_cluster
+from liftline.cluster import bootstrap
 from liftline.store.keys import Keys
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -73,13 +72,13 @@ def drained(client: redis.Redis, settings: Settings, wanted: dict[tuple[int, str
 def one_run(name: str, base: Settings, client: redis.Redis, writes: int, max_workers: int,
             log_dir: Path, tag: str) -> dict[str, Any]:
     settings = base.replace(cluster=f"bench{secrets.token_hex(3)}", autoscale_max=max_workers)
-    prepare_cluster(settings)
+    bootstrap.prepare(settings)
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{tag}.log"
     with open(log_path, "wb") as out:
         scaler = subprocess.Popen(
             [sys.executable, "-m", "liftline", "autoscale", "-v", "--log-dir",
-             str(log_dir / f"{tag}-workers")], env=worker_env(settings), cwd=REPO, stdout=out,
+             str(log_dir / f"{tag}-workers")], env=settings.child_env(), cwd=REPO, stdout=out,
             stderr=subprocess.STDOUT)
     keys = Keys(settings.cluster)
     try:

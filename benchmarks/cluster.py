@@ -19,10 +19,10 @@ import redis
 
 from benchmarks.env import REPO, memory_kb
 from benchmarks.progress import Deadline, say
+from liftline.cluster.registry import live_members
 from liftline.producer import WriteFuture
 from liftline.settings import Settings
 from liftline.store.keys import Keys
-from liftline.workers.membership import live_members
 
 PARTITIONS = 16
 
@@ -54,7 +54,7 @@ def cleanup(settings: Settings) -> None:
         say(f"cleanup of {settings.cluster}: RabbitMQ: {exc!r}")
     client = redis_client(settings)
     try:
-        for pattern in (f"ll:{settings.cluster}:*", f"ll:{{{settings.cluster}.p*"):
+        for pattern in Keys(settings.cluster).patterns:
             batch: list[bytes] = []
             for key in client.scan_iter(match=pattern, count=1000):
                 batch.append(key)
@@ -70,14 +70,9 @@ def cleanup(settings: Settings) -> None:
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIFTLINE_")}
-    env.update(
-        LIFTLINE_AMQP_URL=settings.amqp_url,
-        LIFTLINE_REDIS_URL=settings.redis_url,
-        LIFTLINE_CLUSTER=settings.cluster,
-        LIFTLINE_PARTITIONS=str(settings.partitions),
-        PYTHONPATH=str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""),
-    )
+    env = settings.child_env()
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
+                                     else "")
     return env
 
 

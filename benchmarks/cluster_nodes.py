@@ -30,10 +30,10 @@ import redis
 from benchmarks.cluster import Tracker, WorkerProcess
 from benchmarks.env import REPO
 from benchmarks.progress import Deadline
+from liftline.cluster.registry import live_members, owners_of
 from liftline.producer import Producer
 from liftline.settings import Settings
 from liftline.store.keys import Keys
-from liftline.workers.membership import live_members
 
 FAST = {"heartbeat_s": 0.5, "member_ttl_s": 2.0}  # failover and recovery membership timing
 FAILOVER_LOAD_PER_S = 2_000  # SteadyLoad's pace during failover
@@ -82,7 +82,7 @@ def table(client: redis.Redis, settings: Settings) -> dict[int, dict[str, Any]]:
     reports of every member holding it."""
     keys = Keys(settings.cluster)
     members = live_members(client, keys)
-    owners = {int(k): v.decode() for k, v in client.hgetall(keys.owners).items()}
+    owners = owners_of(client, keys)
     out: dict[int, dict[str, Any]] = {}
     for p in range(settings.partitions):
         holders = {m: r["partitions"][p] for m, r in members.items() if p in r["partitions"]}

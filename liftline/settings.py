@@ -21,8 +21,12 @@ from liftline.errors import ConfigError
 log = logging.getLogger(__name__)
 
 ENV_PREFIX = "LIFTLINE_"
-# Variables under these prefixes belong to tests and tools, not to Settings.
-_FOREIGN_ENV_PREFIXES = ("LIFTLINE_TEST_", "LIFTLINE_BENCH_", "LIFTLINE_WITH_")
+# Variables under these prefixes belong to tests and tools, not to Settings: they
+# are neither read as settings nor dropped from a child process's environment.
+FOREIGN_ENV_PREFIXES = ("LIFTLINE_TEST_", "LIFTLINE_BENCH_", "LIFTLINE_WITH_")
+# Always written by to_env(), default or not: a child must find the same servers
+# and cluster even where its own environment would give it other defaults.
+_ALWAYS_IN_ENV = ("amqp_url", "redis_url", "cluster")
 
 # Ports of the local stack differ from the servers' usual ports on purpose: a
 # Debian machine may already run the system RabbitMQ (5672) and Redis (6379).
@@ -167,7 +171,7 @@ class Settings:
         known = {f.name: f for f in fields(cls)}
         values: dict[str, Any] = {}
         for var, raw in env.items():
-            if not var.startswith(ENV_PREFIX) or var.startswith(_FOREIGN_ENV_PREFIXES):
+            if not var.startswith(ENV_PREFIX) or var.startswith(FOREIGN_ENV_PREFIXES):
                 continue
             name = var[len(ENV_PREFIX):].lower()
             if name not in known:
@@ -183,6 +187,27 @@ class Settings:
             return cls(**values)
         except TypeError as exc:
             raise ConfigError(f"invalid settings: {exc}") from exc
+
+    def to_env(self) -> dict[str, str]:
+        """``LIFTLINE_*`` variables from which :meth:`from_env` rebuilds these settings
+        in another process: every setting that differs from its default, and always
+        the servers and the cluster. Secrets (tokens, URL passwords) are included."""
+        defaults = Settings()
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _ALWAYS_IN_ENV or value != getattr(defaults, f.name):
+                out[f"{ENV_PREFIX}{f.name.upper()}"] = str(value)
+        return out
+
+    def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment for a child process that must run with these settings:
+        ``base`` (this process's environment by default) without its ``LIFTLINE_*``
+        settings (the tools' variables stay), then :meth:`to_env`."""
+        env = {k: v for k, v in (os.environ if base is None else base).items()
+               if not k.startswith(ENV_PREFIX) or k.startswith(FOREIGN_ENV_PREFIXES)}
+        env.update(self.to_env())
+        return env
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -18,12 +18,12 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING
 
 from liftline.autoscale.process import AutoscalerProcess
+from liftline.cluster import bootstrap
 from liftline.errors import AlreadyRunning, LiftlineError, ServerError
-from liftline.queue import topology
-from liftline.queue.connection import connect_blocking
+from liftline.procs import spawn
 from liftline.settings import Settings, mask_url
 from liftline.store.keys import Keys
-from liftline.store.redis_store import RedisStore, connect
+from liftline.store.redis_store import connect
 
 if TYPE_CHECKING:
     from liftline.ingest.process import IngestProcess
@@ -147,33 +147,16 @@ class LocalStack:
             self.say(f"redis ready: {mask_url(s.redis_url)} (pid {self.redis.pid})")
 
     def _prepare_cluster(self) -> None:
-        client = connect(self.settings.redis_url)
-        try:
-            RedisStore(client, self.settings.cluster).ensure_cluster(self.settings.partitions)
-        finally:
-            client.close()
-        conn = connect_blocking(self.settings, name="liftline-up")
-        try:
-            topology.declare(conn.channel(), self.settings)
-        finally:
-            conn.close()
+        bootstrap.prepare(self.settings, name="liftline-up")
         self.say(f"topology ready: cluster {self.settings.cluster!r}, "
                  f"{self.settings.partitions} partition streams")
 
     def _spawn_worker(self) -> subprocess.Popen[bytes]:
-        env = dict(os.environ)
-        env.update(LIFTLINE_AMQP_URL=self.settings.amqp_url,
-                   LIFTLINE_REDIS_URL=self.settings.redis_url,
-                   LIFTLINE_CLUSTER=self.settings.cluster,
-                   LIFTLINE_PARTITIONS=str(self.settings.partitions),
-                   LIFTLINE_REPLICAS=str(self.settings.replicas))
         argv = [sys.executable, "-m", "liftline", "worker", "-v"]
         if self.app:
             argv += ["--app", self.app]
-        log_path = self.root / "logs" / "workers.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as out:
-            proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = spawn(argv, env=self.settings.child_env(),
+                     log_path=self.root / "logs" / "workers.log")
         self.procs.append(proc)
         return proc
 

@@ -6,13 +6,13 @@ import time
 from typing import Any
 
 from liftline.autoscale import record as autoscale_record
+from liftline.cluster.registry import live_members, owners_of
 from liftline.queue.connection import connect_blocking
 from liftline.queue.inspect import stream_bounds
 from liftline.queue.topology import Names
 from liftline.settings import Settings
 from liftline.store.keys import Keys
 from liftline.store.redis_store import RedisStore, connect
-from liftline.workers.membership import live_members
 
 # Warn when fewer than this many stream entries separate retention from unflushed data.
 THIN_MARGIN = 1000
@@ -28,7 +28,7 @@ def gather(settings: Settings) -> dict[str, Any]:
         stored_p = store.cluster_partitions()
         partitions = stored_p or settings.partitions
         members = live_members(client, keys)
-        owners = {int(k): v.decode() for k, v in client.hgetall(keys.owners).items()}
+        owners = owners_of(client, keys)
         states = [store.state(p) for p in range(partitions)]
         autoscaler = autoscale_record.load(client, settings.cluster)
     finally:

@@ -111,7 +111,7 @@ def burst(settings: Settings, writes: int, processes: int = 2) -> tuple[Any, flo
 
     from history import History
 
-    from liftline.producer import Ticket
+    from liftline.tickets import Ticket
 
     history = History()
     history.attempted.update(range(1, writes + 1))

@@ -20,7 +20,7 @@ from typing import Any
 
 from liftline import Producer
 from liftline.errors import LiftlineError
-from liftline.producer import Ticket
+from liftline.tickets import Ticket
 
 LISTS = 64
 CAP = 1_000_000  # never trim: the lists are the evidence

@@ -16,7 +16,7 @@ from http_ingest import Http
 from pipeline import redis_state, wait_flushed
 
 from liftline import Settings
-from liftline.producer import Ticket
+from liftline.tickets import Ticket
 
 BOUND_S = 2.0  # ingest_publish_timeout_s
 SLACK_S = 1.5  # the service's own grace, scheduling, and a loaded 2-core machine

@@ -3,7 +3,6 @@ and waiting for the pipeline to drain. Import as ``from pipeline import …``.""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import random
 import signal
@@ -18,22 +17,18 @@ import redis
 from helpers import wait_until
 
 from liftline import codec
-from liftline.producer import Producer, Ticket
+from liftline.producer import Producer
 from liftline.reads import OwnerReader
 from liftline.settings import Settings
 from liftline.store.keys import Keys
+from liftline.tickets import Ticket
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
     """The environment for a worker process: every setting that differs from its default."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIFTLINE_")}
-    defaults = Settings()
-    for f in dataclasses.fields(Settings):
-        value = getattr(settings, f.name)
-        if value != getattr(defaults, f.name) or f.name in ("amqp_url", "redis_url"):
-            env[f"LIFTLINE_{f.name.upper()}"] = str(value)
+    env = settings.child_env()
     env["PYTHONPATH"] = str(REPO) + os.pathsep + str(REPO / "tests")
     return env
 

@@ -24,16 +24,16 @@ import pika.exceptions
 import redis
 
 from liftline.autoscale.streams import StreamTails
+from liftline.cluster import bootstrap
+from liftline.cluster.registry import live_members, owners_of
 from liftline.errors import BrokerError, BrokerUnavailable, StoreUnavailable
 from liftline.jobs.status import JobStatus
 from liftline.jobs.topology import JobNames
-from liftline.queue import topology
 from liftline.queue.connection import connect_blocking
 from liftline.queue.topology import Names
 from liftline.settings import Settings
 from liftline.store.keys import Keys
 from liftline.store.redis_store import RedisStore, connect
-from liftline.workers.membership import live_members
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class BacklogReader:
         self.job_names = JobNames(settings.cluster)
         self.job_status = JobStatus(self.redis, settings.cluster, settings.job_result_ttl_s)
         # Like a worker: create the cluster if it is new, refuse a wrong partition count.
-        self.partitions = self.store.ensure_cluster(settings.partitions)
+        self.partitions = bootstrap.check_partitions(self.redis, settings)
         self.tails = StreamTails(Names(settings.cluster), self.partitions)
         self._conn: pika.BlockingConnection | None = None
         self._declare: Any = None
@@ -91,7 +91,7 @@ class BacklogReader:
             self._conn = connect_blocking(self.settings, name="liftline-autoscale", attempts=2)
             self._declare = None
             try:
-                topology.declare(self._conn.channel(), self.settings)  # the streams it reads
+                bootstrap.declare(self._conn.channel(), self.settings)  # the streams it reads
                 self.tails.attach(self._conn, {p: a + 1 for p, a in applied.items()})
                 self._catch_up(self._conn)
             except BaseException:
@@ -140,7 +140,7 @@ class BacklogReader:
         started = time.monotonic()
         try:
             members = live_members(self.redis, self.keys)
-            owners = {int(k): v.decode() for k, v in self.redis.hgetall(self.keys.owners).items()}
+            owners = owners_of(self.redis, self.keys)
             flushed = self.store.flushed_offsets(list(range(self.partitions)))
             unacked = sum(row["running"] for row in self.job_status.stats())
         except redis.RedisError as exc:

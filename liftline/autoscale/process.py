@@ -13,9 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from liftline.autoscale.scalers.local import worker_env
 from liftline.errors import ServerError
-from liftline.servers.process import terminate
+from liftline.procs import spawn, terminate
 from liftline.settings import Settings
 from liftline.store.keys import Keys
 from liftline.store.redis_store import connect
@@ -53,11 +52,7 @@ class AutoscalerProcess:
                 "--log-dir", str(self.worker_log_dir)]
         if self.app:
             argv += ["--app", self.app]
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(argv, env=worker_env(self.settings),
-                                         stdin=subprocess.DEVNULL, stdout=out,
-                                         stderr=subprocess.STDOUT)
+        self.proc = spawn(argv, env=self.settings.child_env(), log_path=self.log_path)
         return self
 
     def alive(self) -> bool:
@@ -74,7 +69,7 @@ class AutoscalerProcess:
                 if not self.alive():
                     raise ServerError(f"the autoscaler exited; see {self.log_path}")
                 members = client.scard(keys.members)
-                if members >= want and client.exists(f"ll:{self.settings.cluster}:autoscale"):
+                if members >= want and client.exists(keys.autoscale):
                     return int(members)
                 time.sleep(0.1)
         finally:

@@ -17,17 +17,10 @@ import redis
 
 from liftline.autoscale.policy import DOWN, UP, Decision
 from liftline.errors import StoreError, StoreUnavailable
+from liftline.store.keys import Keys
 
 SAMPLES_KEPT = 5000
 TTL_S = 86_400
-
-
-def state_key(cluster: str) -> str:
-    return f"ll:{cluster}:autoscale"
-
-
-def samples_key(cluster: str) -> str:
-    return f"ll:{cluster}:autoscale:samples"
 
 
 def store(client: redis.Redis, cluster: str, decision: Decision, pool: dict[str, Any],
@@ -43,11 +36,11 @@ def store(client: redis.Redis, cluster: str, decision: Decision, pool: dict[str,
         mapping["change"] = mapping["last"]
     try:
         pipe = client.pipeline(transaction=True)
-        pipe.hset(state_key(cluster), mapping=mapping)
-        pipe.expire(state_key(cluster), TTL_S)
-        pipe.rpush(samples_key(cluster), json.dumps(sample))
-        pipe.ltrim(samples_key(cluster), -SAMPLES_KEPT, -1)
-        pipe.expire(samples_key(cluster), TTL_S)
+        pipe.hset(Keys(cluster).autoscale, mapping=mapping)
+        pipe.expire(Keys(cluster).autoscale, TTL_S)
+        pipe.rpush(Keys(cluster).autoscale_samples, json.dumps(sample))
+        pipe.ltrim(Keys(cluster).autoscale_samples, -SAMPLES_KEPT, -1)
+        pipe.expire(Keys(cluster).autoscale_samples, TTL_S)
         pipe.execute()
     except redis.RedisError as exc:
         raise StoreUnavailable(f"recording the autoscaler's decision failed: {exc}") from exc
@@ -56,7 +49,7 @@ def store(client: redis.Redis, cluster: str, decision: Decision, pool: dict[str,
 def load(client: redis.Redis, cluster: str) -> dict[str, Any] | None:
     """The last decision, the last change and the pool, or None if no autoscaler ran."""
     try:
-        raw = client.hgetall(state_key(cluster))
+        raw = client.hgetall(Keys(cluster).autoscale)
     except redis.RedisError as exc:
         raise StoreError(f"reading the autoscaler's state failed: {exc}") from exc
     if not raw:
@@ -73,6 +66,6 @@ def load(client: redis.Redis, cluster: str) -> dict[str, Any] | None:
 def samples(client: redis.Redis, cluster: str) -> list[dict[str, Any]]:
     """Every recorded evaluation, oldest first."""
     try:
-        return [json.loads(x) for x in client.lrange(samples_key(cluster), 0, -1)]
+        return [json.loads(x) for x in client.lrange(Keys(cluster).autoscale_samples, 0, -1)]
     except redis.RedisError as exc:
         raise StoreError(f"reading the autoscaler's samples failed: {exc}") from exc

@@ -69,9 +69,9 @@ def autoscale(settings: Settings, dry_run: bool, app_spec: str | None, worker_ar
     its workers gracefully."""
     from liftline.autoscale.loop import Autoscaler
     from liftline.autoscale.scalers import DryRun, Scaler, make_scaler
+    from liftline.cluster.registry import live_members
     from liftline.store.keys import Keys
     from liftline.store.redis_store import connect
-    from liftline.workers.membership import live_members
 
     if logging.getLogger().getEffectiveLevel() > logging.INFO and not dry_run:
         # Its decisions are what this command is for: log them without -v.

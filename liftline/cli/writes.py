@@ -9,9 +9,10 @@ import click
 
 from liftline.cli.common import connection_options, echo_json, parse_json_value
 from liftline.errors import InvalidWrite
-from liftline.producer import Producer, Ticket
+from liftline.producer import Producer
 from liftline.reads import OwnerReader, RedisReader
 from liftline.settings import Settings
+from liftline.tickets import Ticket
 
 
 def _write(settings: Settings, op: str, key: str, value: Any, arg: Any = None) -> None:

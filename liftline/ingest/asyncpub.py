@@ -19,9 +19,10 @@ from typing import Any
 from liftline.app import App
 from liftline.errors import BrokerUnavailable, LiftlineError, PublishFailed, Timeout
 from liftline.producer.client import Producer
-from liftline.producer.tickets import Batch, Ticket
+from liftline.queue.batch import Batch
 from liftline.queue.loops import AsyncioLoop
 from liftline.settings import Settings
+from liftline.tickets import Ticket
 
 log = logging.getLogger(__name__)
 

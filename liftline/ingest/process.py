@@ -7,7 +7,6 @@ here is ever signalled, by PID (uvicorn's own worker processes end with it).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -16,9 +15,8 @@ import urllib.request
 from pathlib import Path
 
 from liftline.errors import ServerError
-from liftline.ingest.server import settings_env
-from liftline.servers.process import terminate
-from liftline.settings import ENV_PREFIX, Settings
+from liftline.procs import spawn, terminate
+from liftline.settings import Settings
 
 
 class IngestProcess:
@@ -46,18 +44,13 @@ class IngestProcess:
         return None if self.proc is None else self.proc.pid
 
     def start(self) -> IngestProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)
-               or k.startswith(("LIFTLINE_TEST_", "LIFTLINE_BENCH_", "LIFTLINE_WITH_"))}
-        env.update(settings_env(self.settings))
+        env = self.settings.child_env()
         env.update(self.extra_env)
         argv = [sys.executable, "-m", "liftline", "ingest", "-v", "--port", str(self.port),
                 "--processes", str(self.processes)]
         if self.app:
             argv += ["--app", self.app]
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(argv, env=env, cwd=self.cwd, stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=subprocess.STDOUT)
+        self.proc = spawn(argv, env=env, log_path=self.log_path, cwd=self.cwd)
         return self
 
     def alive(self) -> bool:

@@ -23,11 +23,11 @@ from liftline import codec
 from liftline.errors import InvalidWrite, NoOwner, StoreUnavailable, Timeout
 from liftline.ingest.rpc import AsyncRpc
 from liftline.partitioning import partition_for
-from liftline.producer.tickets import Ticket
 from liftline.queue.topology import Names
 from liftline.reads.base import ReadResult
 from liftline.settings import Settings
 from liftline.store.keys import Keys
+from liftline.tickets import Ticket
 
 OWNER_CACHE_S = 0.5
 

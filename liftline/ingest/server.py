@@ -9,24 +9,12 @@ the listening socket.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import socket
 
-from liftline.settings import ENV_PREFIX, Settings
+from liftline.settings import Settings
 
 APP_FACTORY = "liftline.ingest.app:app_from_env"
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """``LIFTLINE_*`` variables that rebuild ``settings`` in another process."""
-    defaults = Settings()
-    out = {}
-    for f in dataclasses.fields(settings):
-        value = getattr(settings, f.name)
-        if value != getattr(defaults, f.name):
-            out[f"{ENV_PREFIX}{f.name.upper()}"] = str(value)
-    return out
 
 
 def serve(settings: Settings, *, processes: int = 1, log_level: str = "warning",
@@ -39,7 +27,7 @@ def serve(settings: Settings, *, processes: int = 1, log_level: str = "warning",
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    os.environ.update(settings_env(settings))
+    os.environ.update(settings.to_env())
     config = uvicorn.Config(
         factory, factory=True, host=settings.ingest_host, port=settings.ingest_port,
         workers=processes, log_level=log_level, access_log=False, lifespan="on",

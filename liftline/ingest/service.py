@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 
 from liftline import codec
 from liftline.app import App
+from liftline.cluster import bootstrap
 from liftline.errors import (
     BrokerError,
     ConnectionLost,
@@ -35,10 +36,9 @@ from liftline.ingest.reads import AsyncReads, NotApplied
 from liftline.ingest.rpc import AsyncRpc
 from liftline.ingest.validation import ApiError, invalid, write_error_field
 from liftline.jobs.client import JobClient
-from liftline.producer.client import prepare_cluster
-from liftline.producer.tickets import Ticket
 from liftline.reads.base import ReadResult
 from liftline.settings import Settings
+from liftline.tickets import Ticket
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class IngestService:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         # Blocking (and retried with backoff): check P and declare the streams.
-        await loop.run_in_executor(None, prepare_cluster, self.settings)
+        await loop.run_in_executor(None, bootstrap.prepare, self.settings)
         self.writer = AsyncWriter(self.settings, self.app, loop)
         self._rpc = AsyncRpc(self.settings, loop)
         self._redis = aioredis.Redis.from_url(self.settings.redis_url, socket_timeout=5,

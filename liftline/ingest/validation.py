@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 
 from liftline import codec
 from liftline.errors import InvalidWrite
-from liftline.producer.tickets import Ticket
+from liftline.tickets import Ticket
 
 WRITE_FIELDS = frozenset({"op", "key", "value", "cap", "expected_version"})
 CONSISTENCY = ("primary", "stale")

@@ -23,10 +23,10 @@ import pika
 import pika.exceptions
 
 from liftline import codec
-from liftline.app import App
+from liftline.app import App, JobSpec
 from liftline.errors import BrokerUnavailable, InvalidMessage, InvalidWrite, StoreUnavailable
 from liftline.jobs import topology
-from liftline.jobs.spec import Job, JobContext, JobSpec
+from liftline.jobs.spec import Job, JobContext
 from liftline.jobs.status import TERMINAL, JobStatus
 from liftline.jobs.threadpool import HandlerThreads
 from liftline.queue.confirms import ConfirmedChannel

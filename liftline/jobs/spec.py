@@ -1,61 +1,20 @@
-"""Job definitions, the context a handler gets, and the job envelope on the wire."""
+"""The context a handler gets, and the job envelope on the wire.
+
+A job's definition (its handler and retry policy) is ``liftline.app.JobSpec``.
+"""
 
 from __future__ import annotations
 
-import functools
-import inspect
-import random
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from liftline import codec
-from liftline.errors import ConfigError, InvalidMessage, InvalidWrite
+from liftline.errors import InvalidMessage, InvalidWrite
 
 MAX_JOB_BYTES = 256 * 1024
 MAX_JOB_ID = 128
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """A registered job: its handler and retry policy."""
-
-    name: str
-    fn: Callable[..., Any]
-    retries: int = 3
-    backoff: tuple[float, float] = (1.0, 60.0)  # first delay, cap (seconds)
-    timeout: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.retries < 0:
-            raise ConfigError(f"job {self.name!r}: retries must be >= 0")
-        low, high = self.backoff
-        if not 0 <= low <= high:
-            raise ConfigError(
-                f"job {self.name!r}: backoff must be (first, cap) with 0 <= first <= cap"
-            )
-        if self.timeout is not None and self.timeout <= 0:
-            raise ConfigError(f"job {self.name!r}: timeout must be > 0")
-
-    def delay(self, attempt: int) -> float:
-        """Delay before attempt ``attempt + 1`` (``attempt`` ≥ 1 failed): exponential,
-        capped, with full jitter in [ceiling/2, ceiling]."""
-        low, high = self.backoff
-        ceiling = min(high, low * 2 ** min(attempt - 1, 60))
-        return random.uniform(ceiling / 2, ceiling)
-
-    @functools.cached_property
-    def signature(self) -> inspect.Signature:
-        return inspect.signature(self.fn)
-
-    def check_args(self, kwargs: dict[str, Any]) -> None:
-        """InvalidWrite if the handler cannot be called with these keyword arguments."""
-        try:
-            self.signature.bind(None, **kwargs)
-        except TypeError as exc:
-            raise InvalidWrite(f"job {self.name!r}: arguments do not match: {exc}") from exc
 
 
 @dataclass

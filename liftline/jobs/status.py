@@ -8,7 +8,8 @@ from typing import Any
 import redis
 
 from liftline import codec
-from liftline.errors import StoreError, StoreUnavailable
+from liftline.store.keys import Keys
+from liftline.store.redis_store import store_error
 
 TERMINAL = ("succeeded", "dead")
 _PENDING_TTL_S = 7 * 86_400
@@ -36,48 +37,33 @@ return state or ''
 """
 
 
-def _wrap(exc: redis.RedisError) -> StoreError:
-    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-        return StoreUnavailable(f"Redis unreachable: {exc}")
-    return StoreError(f"Redis error: {exc}")
-
-
 class JobStatus:
     """Reads and writes ``ll:<cluster>:job:<id>`` records and per-name counters."""
 
     def __init__(self, client: redis.Redis, cluster: str, result_ttl_s: int) -> None:
         self.client = client
         self.cluster = cluster
+        self.keys = Keys(cluster)
         self.result_ttl_s = result_ttl_s
         self._create = client.register_script(_CREATE_LUA)
         self._begin = client.register_script(_BEGIN_LUA)
 
-    def key(self, job_id: str) -> str:
-        return f"ll:{self.cluster}:job:{job_id}"
-
-    def stats_key(self, name: str) -> str:
-        return f"ll:{self.cluster}:jobstats:{name}"
-
-    @property
-    def names_key(self) -> str:
-        return f"ll:{self.cluster}:jobnames"
-
     def create(self, job_id: str, name: str, key: str | None) -> bool:
         """Record a new queued job; False if the id is already known."""
         try:
-            self.client.sadd(self.names_key, name)
-            return bool(self._create(keys=[self.key(job_id), self.stats_key(name)],
+            self.client.sadd(self.keys.job_names, name)
+            return bool(self._create(keys=[self.keys.job(job_id), self.keys.job_stats(name)],
                                      args=[name, time.time(), key or "", _PENDING_TTL_S]))
         except redis.RedisError as exc:
-            raise _wrap(exc) from exc
+            raise store_error(exc) from exc
 
     def create_many(self, jobs: list[tuple[str, str, str | None]]) -> list[bool]:
         """:meth:`create` for many ``(id, name, key)`` in one round trip."""
         pipe = self.client.pipeline(transaction=False)
         for name in {name for _, name, _ in jobs}:
-            pipe.sadd(self.names_key, name)
+            pipe.sadd(self.keys.job_names, name)
         now = time.time()
-        scripted = [(self._create, [self.key(job_id), self.stats_key(name)],
+        scripted = [(self._create, [self.keys.job(job_id), self.keys.job_stats(name)],
                      [name, now, key or "", _PENDING_TTL_S]) for job_id, name, key in jobs]
         return [bool(r) for r in self._execute(pipe, scripted)]
 
@@ -91,7 +77,7 @@ class JobStatus:
         now = time.time()
         per_name: dict[str, int] = {}
         for job_id, name, attempt, result in succeeded:
-            key = self.key(job_id)
+            key = self.keys.job(job_id)
             pipe.hset(key, mapping={"state": "succeeded", "attempt": attempt,
                                     "updated": now, "name": name, "error": "",
                                     "result": codec.pack(result)})
@@ -100,7 +86,7 @@ class JobStatus:
         minute = int(now // 60)
         for name, count in per_name.items():
             self._count_success(pipe, name, minute, count)
-        scripted = [(self._begin, [self.key(job_id), self.stats_key(name)],
+        scripted = [(self._begin, [self.keys.job(job_id), self.keys.job_stats(name)],
                      [name, attempt, now, worker, _PENDING_TTL_S])
                     for job_id, name, attempt in begin]
         return [s.decode() if isinstance(s, bytes) else str(s)
@@ -130,26 +116,26 @@ class JobStatus:
                     raise reply
             return list(out)
         except redis.RedisError as exc:
-            raise _wrap(exc) from exc
+            raise store_error(exc) from exc
 
     def _count_success(self, pipe: Any, name: str, minute: int, count: int = 1) -> None:
         """The per-name success counter and the per-minute bucket `stats` rates from."""
-        pipe.hincrby(self.stats_key(name), "succeeded", count)
-        rate_key = f"ll:{self.cluster}:jobrate:{name}:{minute}"
+        pipe.hincrby(self.keys.job_stats(name), "succeeded", count)
+        rate_key = self.keys.job_rate(name, minute)
         pipe.incrby(rate_key, count)
         pipe.expire(rate_key, 180)
 
     def forget(self, job_id: str) -> None:
         try:
-            self.client.delete(self.key(job_id))
+            self.client.delete(self.keys.job(job_id))
         except redis.RedisError as exc:
-            raise _wrap(exc) from exc
+            raise store_error(exc) from exc
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         try:
-            raw = self.client.hgetall(self.key(job_id))
+            raw = self.client.hgetall(self.keys.job(job_id))
         except redis.RedisError as exc:
-            raise _wrap(exc) from exc
+            raise store_error(exc) from exc
         if not raw:
             return None
         rec: dict[str, Any] = {k.decode(): v for k, v in raw.items()}
@@ -173,28 +159,28 @@ class JobStatus:
         ttl = self.result_ttl_s if state in TERMINAL else _PENDING_TTL_S
         try:
             pipe = self.client.pipeline(transaction=True)
-            pipe.hset(self.key(job_id), mapping=mapping)
-            pipe.expire(self.key(job_id), ttl)
+            pipe.hset(self.keys.job(job_id), mapping=mapping)
+            pipe.expire(self.keys.job(job_id), ttl)
             if counter:
                 if counter == "succeeded":
                     self._count_success(pipe, name, int(time.time() // 60))
                 else:
-                    pipe.hincrby(self.stats_key(name), counter, 1)
+                    pipe.hincrby(self.keys.job_stats(name), counter, 1)
             pipe.execute()
         except redis.RedisError as exc:
-            raise _wrap(exc) from exc
+            raise store_error(exc) from exc
 
     def stats(self) -> list[dict[str, Any]]:
         """Per job name: enqueued, started, succeeded, failed attempts, dead, rate/s."""
         try:
-            names = sorted(n.decode() for n in self.client.smembers(self.names_key))
+            names = sorted(n.decode() for n in self.client.smembers(self.keys.job_names))
             out = []
             minute = int(time.time() // 60)
             for name in names:
                 raw = {k.decode(): int(v) for k, v in
-                       self.client.hgetall(self.stats_key(name)).items()}
-                last = int(self.client.get(f"ll:{self.cluster}:jobrate:{name}:{minute - 1}") or 0)
-                now = int(self.client.get(f"ll:{self.cluster}:jobrate:{name}:{minute}") or 0)
+                       self.client.hgetall(self.keys.job_stats(name)).items()}
+                last = int(self.client.get(self.keys.job_rate(name, minute - 1)) or 0)
+                now = int(self.client.get(self.keys.job_rate(name, minute)) or 0)
                 done = raw.get("succeeded", 0)
                 dead = raw.get("dead", 0)
                 running = max(0, raw.get("started", 0) - done - raw.get("failed", 0))
@@ -208,4 +194,4 @@ class JobStatus:
                 })
             return out
         except redis.RedisError as exc:
-            raise _wrap(exc) from exc
+            raise store_error(exc) from exc

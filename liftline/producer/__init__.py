@@ -1,6 +1,6 @@
-"""Producing writes: the Python Producer client (and the HTTP ingest service)."""
+"""Producing writes: the Python Producer client."""
 
 from liftline.producer.client import Producer
-from liftline.producer.tickets import Ticket, WriteFuture
+from liftline.producer.futures import WriteFuture
 
-__all__ = ["Producer", "Ticket", "WriteFuture"]
+__all__ = ["Producer", "WriteFuture"]

@@ -23,32 +23,18 @@ from typing import Any
 
 from liftline import codec
 from liftline.app import App
+from liftline.cluster import bootstrap
 from liftline.errors import InvalidWrite, LiftlineError, Timeout
 from liftline.jobs.client import JobClient, JobHandle
 from liftline.partitioning import partition_for
-from liftline.producer.tickets import Batch, Ticket, WriteFuture
-from liftline.queue import topology
-from liftline.queue.connection import connect_blocking
+from liftline.producer.futures import WriteFuture
+from liftline.queue.batch import Batch
 from liftline.queue.loops import LoopDriver
 from liftline.queue.publisher import ConfirmingPublisher
 from liftline.settings import Settings
-from liftline.store.redis_store import RedisStore, connect
+from liftline.tickets import Ticket
 
 log = logging.getLogger(__name__)
-
-
-def prepare_cluster(settings: Settings) -> None:
-    """Check P against the cluster (creating it if new) and declare its streams. Blocks."""
-    client = connect(settings.redis_url)
-    try:
-        RedisStore(client, settings.cluster).ensure_cluster(settings.partitions)
-    finally:
-        client.close()
-    conn = connect_blocking(settings, name="liftline-producer-setup")
-    try:
-        topology.declare(conn.channel(), settings)
-    finally:
-        conn.close()
 
 
 class Producer:
@@ -94,7 +80,7 @@ class Producer:
         self._publisher.start()
 
     def _prepare_cluster(self) -> None:
-        prepare_cluster(self.settings)
+        bootstrap.prepare(self.settings, name="liftline-producer-setup")
 
     @property
     def publisher(self) -> ConfirmingPublisher:

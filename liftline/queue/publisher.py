@@ -26,7 +26,7 @@ import pika.exceptions
 from pika.spec import Basic
 
 from liftline.errors import BrokerUnavailable, LiftlineError, PublishFailed
-from liftline.producer.tickets import Batch
+from liftline.queue.batch import Batch
 from liftline.queue.connection import parameters, policy
 from liftline.queue.loops import LoopDriver, ThreadLoop
 from liftline.queue.topology import Names

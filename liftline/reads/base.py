@@ -6,7 +6,7 @@ import abc
 from dataclasses import dataclass
 from typing import Any
 
-from liftline.producer.tickets import Ticket
+from liftline.tickets import Ticket
 
 
 @dataclass(frozen=True)

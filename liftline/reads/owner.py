@@ -12,13 +12,13 @@ import pika.exceptions
 from liftline import codec
 from liftline.errors import BrokerError, InvalidWrite, NoOwner, Timeout
 from liftline.partitioning import partition_for
-from liftline.producer.tickets import Ticket
 from liftline.queue.connection import connect_blocking
 from liftline.queue.topology import Names
 from liftline.reads.base import Reader, ReadResult
 from liftline.settings import Settings
 from liftline.store.keys import Keys
 from liftline.store.redis_store import connect
+from liftline.tickets import Ticket
 
 _REPLY_TO = "amq.rabbitmq.reply-to"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from liftline import codec
 from liftline.errors import InvalidWrite
 from liftline.partitioning import partition_for
-from liftline.producer.tickets import Ticket
 from liftline.reads.base import Reader, ReadResult
 from liftline.settings import Settings
 from liftline.store.redis_store import RedisStore, connect
+from liftline.tickets import Ticket
 
 
 class RedisReader(Reader):

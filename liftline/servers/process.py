@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from liftline.errors import ServerError
+from liftline.procs import spawn
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +54,7 @@ def log_tail(path: Path, lines: int = 25) -> str:
 def spawn_in_group(argv: list[str], env: dict[str, str] | None,
                    log_file: Path) -> subprocess.Popen[bytes]:
     """Start ``argv`` in a new session (its own process group), output appended to log_file."""
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "ab") as out:
-        return subprocess.Popen(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    return spawn(argv, env=env, log_path=log_file, new_session=True)
 
 
 def _ours(pid: int, proc: subprocess.Popen[bytes]) -> bool:
@@ -95,19 +87,6 @@ def _wait_gone(proc: subprocess.Popen[bytes], members: list[int], timeout_s: flo
             return False
         time.sleep(0.05)
     return True
-
-
-def terminate(proc: subprocess.Popen[bytes], timeout_s: float) -> int | None:
-    """SIGTERM one child we started (its graceful stop), SIGKILL it after ``timeout_s``;
-    returns its exit code. Does nothing to a child that already exited."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-    return proc.returncode
 
 
 def end_group(proc: subprocess.Popen[bytes], members: list[int], timeout_s: float,

@@ -66,7 +66,9 @@ return {epoch, offset}
 """
 
 
-def _wrap(exc: redis.RedisError) -> StoreError:
+def store_error(exc: redis.RedisError) -> StoreError:
+    """The liftline error for a redis-py error: StoreUnavailable when Redis cannot be
+    reached (retryable), StoreError otherwise. Raise it ``from exc``."""
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         return StoreUnavailable(f"Redis unreachable: {exc}")
     return StoreError(f"Redis error: {exc}")
@@ -98,7 +100,7 @@ class RedisStore:
             self.client.hsetnx(self.keys.meta, "created_at", f"{time.time():.3f}")
             stored = int(self.client.hget(self.keys.meta, "partitions") or partitions)
         except redis.RedisError as exc:
-            raise _wrap(exc) from exc
+            raise store_error(exc) from exc
         if stored != partitions:
             raise ConfigError(
                 f"cluster {self.keys.cluster!r} has {stored} partitions; this client is "
@@ -110,7 +112,7 @@ class RedisStore:
         try:
             raw = self.client.hget(self.keys.meta, "partitions")
         except redis.RedisError as exc:
-            raise _wrap(exc) from exc
+            raise store_error(exc) from exc
         return None if raw is None else int(raw)
 
     # -- ownership -----------------------------------------------------------
@@ -125,16 +127,8 @@ class RedisStore:
                 keys=[self.keys.state(partition), self.keys.owners], args=[owner, partition]
             )
         except redis.RedisError as exc:
-            raise _wrap(exc) from exc
+            raise store_error(exc) from exc
         return int(epoch), int(offset)
-
-    def owners(self) -> dict[int, str]:
-        """The member that last claimed each partition (it may have died since)."""
-        try:
-            raw = self.client.hgetall(self.keys.owners)
-        except redis.RedisError as exc:
-            raise _wrap(exc) from exc
-        return {int(k): v.decode() for k, v in raw.items()}
 
     def _state_field(self, partitions: list[int], field: str) -> list[Any]:
         try:
@@ -143,7 +137,7 @@ class RedisStore:
                 pipe.hget(self.keys.state(p), field)
             return list(pipe.execute())
         except redis.RedisError as exc:
-            raise _wrap(exc) from exc
+            raise store_error(exc) from exc
 
     def epochs(self, partitions: list[int]) -> dict[int, int]:
         """The current epoch of each partition (0 if never claimed)."""
@@ -159,7 +153,7 @@ class RedisStore:
         try:
             raw = self.client.hgetall(self.keys.state(partition))
         except redis.RedisError as exc:
-            raise _wrap(exc) from exc
+            raise store_error(exc) from exc
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     # -- snapshot ----------------------------------------------------------
@@ -175,7 +169,7 @@ class RedisStore:
             pipe.hgetall(self.keys.watermarks(partition))
             raw_data, offset, wms = pipe.execute()
         except redis.RedisError as exc:
-            raise _wrap(exc) from exc
+            raise store_error(exc) from exc
         data = {k.decode(): unpackb(v, raw=False, strict_map_key=True)
                 for k, v in raw_data.items()}
         watermarks = {k.decode(): int(v) for k, v in wms.items()}
@@ -186,7 +180,7 @@ class RedisStore:
         try:
             raw = self.client.hget(self.keys.data(partition), key)
         except redis.RedisError as exc:
-            raise _wrap(exc) from exc
+            raise store_error(exc) from exc
         if raw is None:
             return None
         value, version = codec.unpack(raw)
@@ -218,7 +212,7 @@ class RedisStore:
         try:
             ok, current = self._flush(keys=keys, args=args)
         except redis.RedisError as exc:
-            raise _wrap(exc) from exc
+            raise store_error(exc) from exc
         if not ok:
             raise Fenced(f"partition {p}: flush with epoch {epoch} refused, current is {current}")
 
@@ -233,6 +227,6 @@ class RedisStore:
                     record["id"] = entry_id.decode()
                     out.append(record)
         except redis.RedisError as exc:
-            raise _wrap(exc) from exc
+            raise store_error(exc) from exc
         out.sort(key=lambda r: r.get("at", 0), reverse=True)
         return out[:limit]

@@ -22,10 +22,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from liftline.cluster.registry import current_holders, live_members, owners_of
 from liftline.errors import Fenced, StoreError, StoreUnavailable
 from liftline.partitioning import assign
 from liftline.store.memory import PartitionStore
-from liftline.workers.membership import current_holders, live_members
 
 if TYPE_CHECKING:
     from liftline.workers.partition_worker import Worker
@@ -72,7 +72,7 @@ class Ownership:
         # Our own holdings as of now, not as of the last heartbeat; and if our
         # record expired (a long pause), we are back all the same.
         members[me] = {"partitions": self.worker.report()}
-        owners = self.worker.store.owners()
+        owners = owners_of(self.worker.store.client, self.worker.store.keys)
         table = assign(members, self.settings.partitions, self.settings.replicas,
                        current=current_holders(members, self.settings.partitions, owners))
         self.last_table = table

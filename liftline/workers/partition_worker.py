@@ -25,13 +25,14 @@ import pika.exceptions
 
 from liftline import codec
 from liftline.app import App
+from liftline.cluster import bootstrap
+from liftline.cluster.registry import Membership
 from liftline.errors import BrokerError, InvalidMessage, StoreUnavailable
 from liftline.queue import topology
 from liftline.queue.connection import connect_blocking
 from liftline.settings import Settings
 from liftline.store.memory import PartitionStore
 from liftline.store.redis_store import RedisStore, connect
-from liftline.workers.membership import Membership
 from liftline.workers.ownership import Owned, Ownership
 from liftline.workers.rpc import ReadServer
 
@@ -72,7 +73,7 @@ class Worker:
         # collector thresholds scan the heap over and over (~40% of apply time
         # measured with 1M keys); collect young objects far less often.
         gc.set_threshold(100_000, 50, 100)
-        self.store.ensure_cluster(self.settings.partitions)
+        bootstrap.check_partitions(self._redis, self.settings)
         self.membership.register()
         try:
             while not self._stopping:
@@ -101,7 +102,7 @@ class Worker:
     def _serve(self) -> None:
         conn = connect_blocking(self.settings, name=f"liftline-worker-{self.member_id}")
         self._connection = conn
-        topology.declare(conn.channel(), self.settings)
+        bootstrap.declare(conn.channel(), self.settings)
         self.reads.attach(conn.channel(), self.names.rpc_queue(self.member_id))
         for partition in self.owned:
             self.consume(partition)

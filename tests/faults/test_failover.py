@@ -17,9 +17,9 @@ from history import History, SteadyLoad, check
 from pipeline import Workers, memory_state, redis_state, wait_flushed
 
 from liftline import Producer, Settings
+from liftline.cluster.registry import current_holders, live_members, owners_of
 from liftline.partitioning import assign
 from liftline.store.keys import Keys
-from liftline.workers.membership import current_holders, live_members
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def table(client, settings: Settings) -> dict[int, dict[str, Any]]:
     """Per partition: primary (from the owners hash, if live) and reported replicas."""
     keys = Keys(settings.cluster)
     members = live_members(client, keys)
-    owners = {int(k): v.decode() for k, v in client.hgetall(keys.owners).items()}
+    owners = owners_of(client, keys)
     out = {}
     for p in range(settings.partitions):
         holders = {m: r["partitions"][p] for m, r in members.items() if p in r["partitions"]}

@@ -18,7 +18,7 @@ from pipeline import Model, Workers, redis_state, wait_flushed
 
 from examples.skiresort import lift_vertical
 from liftline.partitioning import partition_for
-from liftline.producer import Ticket
+from liftline.tickets import Ticket
 
 SKI = "examples.skiresort:app"
 

@@ -8,7 +8,6 @@ from liftline.codec import BUILTIN_OPS
 from liftline.ingest import routes
 from liftline.ingest.metrics import Metrics
 from liftline.ingest.openapi import Api
-from liftline.ingest.server import settings_env
 from liftline.ingest.validation import ApiError, parse_write
 from liftline.settings import Settings
 
@@ -75,7 +74,7 @@ def test_openapi_document_lists_routes_and_errors():
 def test_settings_survive_the_trip_through_the_environment():
     settings = Settings(cluster="c1", partitions=8, ingest_port=9000, ingest_tokens="a,b",
                         ingest_publish_timeout_s=2.5)
-    assert Settings.from_env(settings_env(settings)) == settings
+    assert Settings.from_env(settings.to_env()) == settings
 
 
 def test_frames_of_one_loop_turn_leave_in_one_write_in_order():

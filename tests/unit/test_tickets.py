@@ -1,4 +1,4 @@
-"""liftline.producer.tickets: Tickets as text, and the futures that deliver them."""
+"""Tickets as text (liftline.tickets), and the batches and futures that deliver them."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from liftline.errors import InvalidWrite, PublishFailed, Timeout
-from liftline.producer.tickets import Batch, Ticket, WriteFuture
+from liftline.producer.futures import WriteFuture
+from liftline.queue.batch import Batch
+from liftline.tickets import Ticket
 
 
 def test_a_ticket_reads_as_partition_producer_seq() -> None:

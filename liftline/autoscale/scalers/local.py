@@ -11,7 +11,6 @@ pool started are ever signalled, by PID.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import signal
@@ -23,22 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from liftline.autoscale.scalers.base import Scaler
-from liftline.settings import ENV_PREFIX, Settings
+from liftline.procs import spawn
+from liftline.settings import Settings
 
 log = logging.getLogger(__name__)
-_FOREIGN = ("LIFTLINE_TEST_", "LIFTLINE_BENCH_", "LIFTLINE_WITH_")
-
-
-def worker_env(settings: Settings) -> dict[str, str]:
-    """This process's environment with LIFTLINE_* rebuilt from ``settings``."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(ENV_PREFIX) or k.startswith(_FOREIGN)}
-    defaults = Settings()
-    for f in dataclasses.fields(settings):
-        value = getattr(settings, f.name)
-        if value != getattr(defaults, f.name) or f.name in ("amqp_url", "redis_url", "cluster"):
-            env[f"{ENV_PREFIX}{f.name.upper()}"] = str(value)
-    return env
 
 
 @dataclass
@@ -143,12 +130,8 @@ class LocalPool(Scaler):
         argv = [sys.executable, "-m", "liftline", "worker", "-v", *self.worker_args]
         if self.app:
             argv += ["--app", self.app]
-        self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"worker-{os.getpid()}-{number}.log"
-        with open(log_path, "ab") as out:
-            proc = subprocess.Popen(argv, env=worker_env(self.settings), cwd=self.cwd,
-                                    stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT)
+        proc = spawn(argv, env=self.settings.child_env(), log_path=log_path, cwd=self.cwd)
         worker = PoolWorker(number, proc, log_path)
         self.workers.append(worker)
         log.info("started worker pid %d (log %s)", proc.pid, log_path)

@@ -1,7 +1,10 @@
-"""Worker membership in Redis: register, heartbeat with a TTL, deregister.
+"""The cluster registry in Redis: members (register, heartbeat with a TTL,
+deregister), their reports, and the owners hash.
 
 A member whose heartbeat key expired is out. Every worker computes the same
-assignment from the live member ids (``partitioning.assign``).
+assignment from the live members (``partitioning.assign``). The owners hash
+names the member that last claimed each partition; the claim itself (which also
+bumps the partition's epoch, the fence) is ``RedisStore.claim``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import redis
 
 from liftline.settings import Settings
 from liftline.store.keys import Keys
+from liftline.store.redis_store import store_error
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +91,15 @@ def live_members(client: redis.Redis, keys: Keys) -> dict[str, dict[str, Any]]:
             "partitions": report,
         }
     return out
+
+
+def owners_of(client: redis.Redis, keys: Keys) -> dict[int, str]:
+    """The member that last claimed each partition (it may have died since)."""
+    try:
+        raw = client.hgetall(keys.owners)
+    except redis.RedisError as exc:
+        raise store_error(exc) from exc
+    return {int(k): v.decode() for k, v in raw.items()}
 
 
 def current_holders(members: dict[str, dict[str, Any]], partitions: int,

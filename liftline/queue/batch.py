@@ -1,41 +1,19 @@
-"""Tickets and the futures that deliver them."""
+"""Batch: writes of one partition that travel as one AMQP message under one confirm.
+
+The publisher settles a batch once RabbitMQ confirmed, nacked or returned it;
+the producers build them and hand them to the publisher.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
-from typing import NamedTuple
 
-from liftline.errors import InvalidWrite, LiftlineError, Timeout
+from liftline.errors import LiftlineError, Timeout
 
 # Guards Batch._callbacks between a settling thread and one adding a callback.
 _CALLBACKS_LOCK = threading.Lock()
-
-
-class Ticket(NamedTuple):
-    """Proof that RabbitMQ confirmed a write: where it is and its sequence number."""
-
-    partition: int
-    producer_id: str
-    seq: int
-
-    def __str__(self) -> str:
-        return f"{self.partition}.{self.producer_id}.{self.seq}"
-
-    @classmethod
-    def parse(cls, text: str) -> Ticket:
-        """The ticket written as ``partition.producer_id.seq``; InvalidWrite otherwise."""
-        # The producer id may hold dots: the partition is before the first, seq after the last.
-        head, _, rest = text.strip().partition(".")
-        producer_id, _, tail = rest.rpartition(".")
-        try:
-            partition, seq = int(head), int(tail)
-        except ValueError as exc:
-            raise InvalidWrite(f"not a ticket: {text!r} (expected partition.producer.seq)") from exc
-        if partition < 0 or seq < 1 or not producer_id:
-            raise InvalidWrite(f"not a ticket: {text!r} (expected partition.producer.seq)")
-        return cls(partition, producer_id, seq)
 
 
 class Batch:
@@ -95,33 +73,3 @@ class Batch:
             raise Timeout(f"write not confirmed within {timeout}s (it may still be)")
         if self.error is not None:
             raise self.error
-
-
-class WriteFuture:
-    """The outcome of one write: its Ticket once confirmed, or the error."""
-
-    __slots__ = ("_batch", "ticket")
-
-    def __init__(self, batch: Batch, ticket: Ticket) -> None:
-        self._batch = batch
-        self.ticket = ticket
-
-    @property
-    def batch(self) -> Batch:
-        """The batch that carries this write (shared with the other writes in it)."""
-        return self._batch
-
-    def result(self, timeout: float | None = None) -> Ticket:
-        """The ticket once RabbitMQ confirmed the write; raises its error otherwise."""
-        self._batch.wait(timeout)
-        return self.ticket
-
-    def done(self) -> bool:
-        return self._batch.done
-
-    def exception(self, timeout: float | None = None) -> LiftlineError | None:
-        try:
-            self._batch.wait(timeout)
-        except LiftlineError as exc:
-            return exc
-        return None
