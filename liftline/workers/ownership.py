@@ -1,6 +1,7 @@
 """Which partitions a worker holds, in which role, and the moves between roles.
 
-Every heartbeat the worker computes ``assign(live members)`` and converges:
+Every heartbeat the worker asks ``plan`` for the moves toward the assignment
+of the live members, and carries them out:
 
 - *take* a partition as standby: load the snapshot from Redis, replay the stream;
 - *take* it as primary: claim it first (bump the epoch, which fences every
@@ -12,6 +13,10 @@ Every heartbeat the worker computes ``assign(live members)`` and converges:
 - *release*: flush if primary, stop consuming, forget.
 
 A flush refused by the fence drops the partition at once.
+
+``Ownership`` sees its worker only through ``Host`` (who it is, the durable
+store, the live members, starting and stopping a partition's consumer), so it
+runs as well against a fake host in unit tests.
 """
 
 from __future__ import annotations
@@ -19,26 +24,60 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from liftline.cluster.registry import current_holders, live_members, owners_of
 from liftline.errors import Fenced, StoreError, StoreUnavailable
-from liftline.partitioning import assign
-from liftline.store.memory import PartitionStore
-
-if TYPE_CHECKING:
-    from liftline.workers.partition_worker import Worker
+from liftline.settings import Settings
+from liftline.store.memory import FlushBatch, PartitionStore, Reducer
+from liftline.workers import plan as plans
+from liftline.workers.plan import FLUSH, PRIMARY, STANDBY, Move
 
 log = logging.getLogger(__name__)
 
-PRIMARY = "primary"
-STANDBY = "standby"
+__all__ = ["PRIMARY", "STANDBY", "DurableStore", "Host", "Owned", "Ownership"]
+
+
+class DurableStore(Protocol):
+    """The part of ``RedisStore`` that ownership uses: claims, epochs, snapshots, flushes."""
+
+    def claim(self, partition: int, owner: str) -> tuple[int, int]: ...
+    def epochs(self, partitions: list[int]) -> dict[int, int]: ...
+    def flushed_offsets(self, partitions: list[int]) -> dict[int, int]: ...
+    def load(self, partition: int) -> tuple[dict[str, list[Any]], int, dict[str, int]]: ...
+    def flush(self, batch: FlushBatch, epoch: int) -> None: ...
+
+
+class Host(Protocol):
+    """What ownership needs from the worker that holds the partitions."""
+
+    @property
+    def member_id(self) -> str: ...
+
+    @property
+    def store(self) -> DurableStore: ...
+
+    def live_members(self) -> dict[str, dict[str, Any]]:
+        """The registry's live members, each with its ``"partitions"`` report."""
+        ...
+
+    def owners(self) -> dict[int, str]:
+        """The owners hash: the member that last claimed each partition."""
+        ...
+
+    def consume(self, partition: int, store: PartitionStore) -> None:
+        """Apply the partition's stream to ``store`` from just after its applied offset."""
+        ...
+
+    def stop_consuming(self, partition: int) -> None:
+        """Stop applying the partition's stream (nothing if it is not consumed)."""
+        ...
 
 
 @dataclass
 class Owned:
-    """A partition this worker holds."""
+    """A partition this worker holds: its state, role, epoch and offsets."""
 
     store: PartitionStore
     role: str
@@ -46,50 +85,47 @@ class Owned:
     flushed_offset: int = -1
     # A promoted standby flushes only once it has applied at least this offset.
     min_flush_offset: int = -1
-    channel: Any = None
-    last_tag: int = 0
-    acked_tag: int = 0
-    flushed_at: float = field(default_factory=time.monotonic)
 
 
 class Ownership:
     """Converges the worker's partitions on the assignment of the live members."""
 
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self.settings = worker.settings
+    def __init__(self, host: Host, settings: Settings,
+                 reducers: Mapping[str, Reducer] | None = None) -> None:
+        self.host = host
+        self.settings = settings
+        # Kept by reference: a reducer registered later still reaches the next take.
+        self.reducers: Mapping[str, Reducer] = reducers if reducers is not None else {}
+        self.owned: dict[int, Owned] = {}
         self.last_table: dict[int, list[str]] = {}
-
-    @property
-    def owned(self) -> dict[int, Owned]:
-        return self.worker.owned
 
     def rebalance(self) -> None:
         """Take, promote, demote and release partitions to match the assignment."""
         self._check_fences()
-        me = self.worker.member_id
-        members = live_members(self.worker.store.client, self.worker.store.keys)
-        # Our own holdings as of now, not as of the last heartbeat; and if our
-        # record expired (a long pause), we are back all the same.
-        members[me] = {"partitions": self.worker.report()}
-        owners = owners_of(self.worker.store.client, self.worker.store.keys)
-        table = assign(members, self.settings.partitions, self.settings.replicas,
-                       current=current_holders(members, self.settings.partitions, owners))
-        self.last_table = table
-        wanted = {p: (PRIMARY if owners[0] == me else STANDBY)
-                  for p, owners in table.items() if me in owners}
-        for partition in [p for p in self.owned if p not in wanted]:
-            self.release(partition)
-        for partition, role in sorted(wanted.items(), key=lambda item: item[1] != PRIMARY):
-            held = self.owned.get(partition)
-            if held is None:
-                self.take(partition, role)
-            elif held.role != role:
-                if role == PRIMARY:
-                    self.promote(partition)
-                else:
-                    self.demote(partition)
+        members = self.host.live_members()
+        owners = self.host.owners()
+        decided = plans.plan(self.host.member_id, members, owners,
+                             {p: o.role for p, o in self.owned.items()},
+                             self.settings.partitions, self.settings.replicas)
+        self.last_table = decided.table
+        for move in decided.moves:
+            self._carry_out(move)
         self._prune_standbys()
+
+    def _carry_out(self, move: Move) -> None:
+        action, partition = move.action, move.partition
+        if action == plans.RELEASE:
+            self.release(partition)
+        elif action == plans.TAKE_PRIMARY:
+            self.take(partition, PRIMARY)
+        elif action == plans.TAKE_STANDBY:
+            self.take(partition, STANDBY)
+        elif action == plans.PROMOTE:
+            self.promote(partition)
+        elif action == plans.DEMOTE:
+            self.demote(partition)
+        else:
+            raise ValueError(f"unknown move {action!r}")
 
     def _check_fences(self) -> None:
         """Drop the partitions another worker claimed since we did.
@@ -97,33 +133,33 @@ class Ownership:
         A superseded primary with nothing to flush would otherwise never learn
         it lost the partition, and keep reporting itself as primary.
         """
-        leading = [p for p, o in self.owned.items() if o.role == PRIMARY]
+        leading = {p: o.epoch for p, o in self.owned.items() if o.role == PRIMARY}
         if not leading:
             return
-        for partition, epoch in self.worker.store.epochs(leading).items():
-            held = self.owned.get(partition)
-            if held is not None and epoch > held.epoch:
-                self.drop(partition, f"claimed by another worker (epoch {epoch} > {held.epoch})")
+        epochs = self.host.store.epochs(list(leading))
+        for partition in plans.fenced(leading, epochs):
+            self.drop(partition, f"claimed by another worker "
+                                 f"(epoch {epochs[partition]} > {leading[partition]})")
 
     def take(self, partition: int, role: str) -> None:
         started = time.monotonic()
-        store_ = self.worker.store
-        epoch, claimed_offset = store_.claim(partition, self.worker.member_id) \
+        durable = self.host.store
+        epoch, claimed_offset = durable.claim(partition, self.host.member_id) \
             if role == PRIMARY else (0, -1)
-        data, offset, watermarks = store_.load(partition)
-        store = PartitionStore(partition, reducers=self.worker.app.reducers,
+        data, offset, watermarks = durable.load(partition)
+        store = PartitionStore(partition, reducers=self.reducers,
                                append_cap=self.settings.append_cap)
         store.load(data, offset, watermarks)
         self.owned[partition] = Owned(store, role, epoch, offset, max(offset, claimed_offset))
         # A loaded snapshot is long-lived: keep the collector from rescanning it.
         gc.freeze()
-        self.worker.consume(partition)
+        self.host.consume(partition, store)
         log.info("took partition %d as %s (epoch %d): %d keys at offset %d in %.3fs",
                  partition, role, epoch, len(data), offset, time.monotonic() - started)
 
     def promote(self, partition: int) -> None:
         held = self.owned[partition]
-        epoch, flushed = self.worker.store.claim(partition, self.worker.member_id)
+        epoch, flushed = self.host.store.claim(partition, self.host.member_id)
         held.role, held.epoch = PRIMARY, epoch
         held.min_flush_offset = flushed
         held.flushed_offset = flushed
@@ -143,14 +179,14 @@ class Ownership:
             return
         if held.role == PRIMARY:
             self._flush(partition)
-        self.worker.stop_consuming(partition)
+        self.host.stop_consuming(partition)
         self.owned.pop(partition, None)
         log.info("released partition %d", partition)
 
     def drop(self, partition: int, why: str) -> None:
         """Forget a partition at once, without flushing (it was fenced)."""
         log.error("dropping partition %d: %s", partition, why)
-        self.worker.stop_consuming(partition)
+        self.host.stop_consuming(partition)
         self.owned.pop(partition, None)
 
     # -- flushing ----------------------------------------------------------
@@ -166,16 +202,16 @@ class Ownership:
 
     def _flush(self, partition: int) -> None:
         held = self.owned.get(partition)
-        if held is None or held.role != PRIMARY:
+        if held is None:
             return
         store = held.store
-        if store.applied_offset < held.min_flush_offset:
-            return  # still catching up to what the previous primary flushed
-        if store.applied_offset == held.flushed_offset and not store.dirty and not store.dead:
+        decision = plans.flush_decision(held.role, store.applied_offset, held.flushed_offset,
+                                        held.min_flush_offset, bool(store.dirty or store.dead))
+        if decision != FLUSH:
             return
         batch = store.take_flush()
         try:
-            self.worker.store.flush(batch, held.epoch)
+            self.host.store.flush(batch, held.epoch)
         except Fenced as exc:
             self.drop(partition, str(exc))
             return
@@ -183,15 +219,32 @@ class Ownership:
             store.restore_unflushed(batch)
             raise
         held.flushed_offset = batch.offset
-        held.flushed_at = time.monotonic()
 
     def _prune_standbys(self) -> None:
         """Standbys forget changes their primary has flushed (bounds their dirty set)."""
         standbys = [p for p, o in self.owned.items() if o.role == STANDBY]
         if not standbys:
             return
-        for partition, offset in self.worker.store.flushed_offsets(standbys).items():
+        for partition, offset in self.host.store.flushed_offsets(standbys).items():
             held = self.owned.get(partition)
             if held is not None and held.role == STANDBY:
                 held.store.prune(offset)
                 held.flushed_offset = offset
+
+    # -- what the worker reports ------------------------------------------
+    def pending_writes(self) -> int:
+        """Writes applied since the last flush or prune, over all held partitions."""
+        return sum(o.store.pending_writes for o in self.owned.values())
+
+    def report(self) -> dict[int, Any]:
+        """Per held partition: role, applied/flushed offsets, keys, epoch (for status)."""
+        return {
+            p: {
+                "role": o.role,
+                "applied": o.store.applied_offset,
+                "flushed": o.flushed_offset,
+                "keys": len(o.store.data),
+                "epoch": o.epoch,
+            }
+            for p, o in self.owned.items()
+        }

@@ -18,6 +18,7 @@ import secrets
 import signal
 import socket
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pika
@@ -26,7 +27,7 @@ import pika.exceptions
 from liftline import codec
 from liftline.app import App
 from liftline.cluster import bootstrap
-from liftline.cluster.registry import Membership
+from liftline.cluster.registry import Membership, live_members, owners_of
 from liftline.errors import BrokerError, InvalidMessage, StoreUnavailable
 from liftline.queue import topology
 from liftline.queue.connection import connect_blocking
@@ -39,6 +40,15 @@ from liftline.workers.rpc import ReadServer
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class Consumer:
+    """A partition's stream consumer: its channel and the delivery tags to ack."""
+
+    channel: Any
+    last_tag: int = 0
+    acked_tag: int = 0
+
+
 class Worker:
     """Holds partitions as primary or standby: applies their streams, persists the primaries."""
 
@@ -48,14 +58,28 @@ class Worker:
         self.app = app or App()
         self.member_id = member_id or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         self.names = topology.Names(settings.cluster)
-        self.owned: dict[int, Owned] = {}
+        # partition → its stream consumer on the current connection.
+        self.consumers: dict[int, Consumer] = {}
         self._stopping = False
         self._connection: pika.BlockingConnection | None = None
         self._redis = connect(settings.redis_url)
         self.store = RedisStore(self._redis, settings.cluster)
         self.membership = Membership(self._redis, settings, self.member_id)
-        self.ownership = Ownership(self)
+        self.ownership = Ownership(self, settings, self.app.reducers)
         self.reads = ReadServer(self)
+
+    @property
+    def owned(self) -> dict[int, Owned]:
+        """The partitions held here (partition → store and role); read by the read server."""
+        return self.ownership.owned
+
+    def live_members(self) -> dict[str, dict[str, Any]]:
+        """The live members of the cluster with their last reports."""
+        return live_members(self._redis, self.store.keys)
+
+    def owners(self) -> dict[int, str]:
+        """The owners hash (the member that last claimed each partition)."""
+        return owners_of(self._redis, self.store.keys)
 
     # -- lifecycle ---------------------------------------------------------
     def request_stop(self, *_args: object) -> None:
@@ -104,8 +128,8 @@ class Worker:
         self._connection = conn
         bootstrap.declare(conn.channel(), self.settings)
         self.reads.attach(conn.channel(), self.names.rpc_queue(self.member_id))
-        for partition in self.owned:
-            self.consume(partition)
+        for partition, held in self.owned.items():
+            self.consume(partition, held.store)
         self.membership.beat(self.report())
         self.ownership.rebalance()
         flush_every = self.settings.flush_interval_ms / 1000.0
@@ -114,7 +138,8 @@ class Worker:
             conn.process_data_events(time_limit=0.01)
             self._ack()
             now = time.monotonic()
-            if now >= next_flush or self._pending() >= self.settings.flush_max_writes:
+            if now >= next_flush or \
+                    self.ownership.pending_writes() >= self.settings.flush_max_writes:
                 self.ownership.flush_all()
                 next_flush = now + flush_every
             if self.membership.due(now):
@@ -126,43 +151,45 @@ class Worker:
     def _drop_connection(self) -> None:
         conn, self._connection = self._connection, None
         self.reads.detach()
-        for owned in self.owned.values():
-            owned.channel = None
+        # Their channels belong to the lost connection; _serve consumes afresh.
+        self.consumers.clear()
         if conn is not None and conn.is_open:
             with contextlib.suppress(pika.exceptions.AMQPError, OSError):
                 conn.close()
 
     # -- consuming -----------------------------------------------------------
-    def consume(self, partition: int) -> None:
-        """Read the partition's stream from just after the applied offset.
+    def consume(self, partition: int, store: PartitionStore) -> None:
+        """Apply the partition's stream to ``store`` from just after its applied offset.
 
-        Each partition has a channel of its own: a stream consumer is stopped by
-        closing its channel, because cancelling it would make pika reject the
-        prefetched messages, which a stream refuses by closing the connection.
+        Without a connection this does nothing: on connecting, the worker
+        consumes every partition it holds. Each partition has a channel of its
+        own: a stream consumer is stopped by closing its channel, because
+        cancelling it would make pika reject the prefetched messages, which a
+        stream refuses by closing the connection.
         """
-        owned = self.owned[partition]
+        self.stop_consuming(partition)
         if self._connection is None or not self._connection.is_open:
             return
         channel = self._connection.channel()
         channel.basic_qos(prefetch_count=self.settings.prefetch)
-        store = owned.store
+        consumer = Consumer(channel)
 
         def on_batch(ch: Any, method: Any, props: Any, body: bytes) -> None:
-            owned.last_tag = method.delivery_tag
+            consumer.last_tag = method.delivery_tag
             self._apply(partition, store, props, body)
 
         channel.basic_consume(
             self.names.stream(partition), on_batch,
             arguments={"x-stream-offset": store.applied_offset + 1},
         )
-        owned.channel = channel
-        owned.last_tag = owned.acked_tag = 0
+        self.consumers[partition] = consumer
 
     def stop_consuming(self, partition: int) -> None:
-        owned = self.owned.get(partition)
-        if owned is None or owned.channel is None:
+        """Stop the partition's consumer, if it has one; what was in flight is dropped."""
+        consumer = self.consumers.pop(partition, None)
+        if consumer is None:
             return
-        channel, owned.channel = owned.channel, None
+        channel = consumer.channel
         with contextlib.suppress(pika.exceptions.AMQPError, OSError):
             if channel.is_open:
                 # BlockingChannel.close() first cancels its consumers, which
@@ -173,7 +200,7 @@ class Worker:
                 channel.close()
 
     def _cancel_consumers(self) -> None:
-        for partition in list(self.owned):
+        for partition in list(self.consumers):
             self.stop_consuming(partition)
 
     def _apply(self, partition: int, store: PartitionStore, props: Any, body: bytes) -> None:
@@ -192,26 +219,14 @@ class Worker:
 
     def _ack(self) -> None:
         # Stream acks only return prefetch credit; one per channel per loop turn.
-        for owned in self.owned.values():
-            if owned.last_tag > owned.acked_tag and owned.channel is not None:
-                owned.channel.basic_ack(owned.last_tag, multiple=True)
-                owned.acked_tag = owned.last_tag
-
-    def _pending(self) -> int:
-        return sum(o.store.pending_writes for o in self.owned.values())
+        for consumer in self.consumers.values():
+            if consumer.last_tag > consumer.acked_tag:
+                consumer.channel.basic_ack(consumer.last_tag, multiple=True)
+                consumer.acked_tag = consumer.last_tag
 
     def report(self) -> dict[int, Any]:
         """Per held partition: role, applied/flushed offsets, keys, epoch (for status)."""
-        return {
-            p: {
-                "role": o.role,
-                "applied": o.store.applied_offset,
-                "flushed": o.flushed_offset,
-                "keys": len(o.store.data),
-                "epoch": o.epoch,
-            }
-            for p, o in self.owned.items()
-        }
+        return self.ownership.report()
 
 
 def run_worker(settings: Settings, app: App | None = None, *, partitions: bool = True,
