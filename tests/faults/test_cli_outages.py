@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import run_liftline
 
 from liftline.servers import Endpoints, free_port
 
@@ -83,8 +82,7 @@ def run_cli(args: list[str], amqp_url: str, redis_url: str, cluster: str
                LIFTLINE_CLUSTER=cluster, LIFTLINE_PARTITIONS="8",
                PYTHONPATH=str(REPO) + os.pathsep + env.get("PYTHONPATH", ""))
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "liftline", *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=BOUND_S + 30)
+    proc = run_liftline(args, env=env, cwd=REPO, timeout=BOUND_S + 30)
     return proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started
 
 

@@ -10,15 +10,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import wait_until
+from helpers import run_liftline, wait_until
 from pipeline import REPO, Workers
 
 from liftline import Producer, Settings
@@ -81,8 +79,7 @@ def status_json(settings: Settings) -> tuple[int, dict[str, Any] | None, str, fl
     env = settings.child_env()
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "liftline", "status", "--json"], env=env,
-                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    proc = run_liftline(["status", "--json"], env=env, cwd=REPO)
     took = time.monotonic() - started
     try:
         answer = json.loads(proc.stdout) if proc.stdout.strip() else None
