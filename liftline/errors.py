@@ -103,6 +103,12 @@ class AlreadyRunning(LiftlineError):
     exit_code = 10
 
 
+class PartialAnswer(LiftlineError):
+    """A command printed what it could, but a server it asks did not answer."""
+
+    exit_code = 12
+
+
 class ScaleError(LiftlineError):
     """An autoscaler backend could not set the worker count (a failed command)."""
 

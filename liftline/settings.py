@@ -69,6 +69,9 @@ class Settings:
     member_ttl_s: float = 5.0
     # Reads.
     rpc_timeout_s: float = 5.0
+    # Read-only commands (status, get, deadletters, jobs stats/dead): the wait for
+    # each server per connection attempt, so that one that hangs cannot hold them.
+    query_timeout_s: float = 3.0
     # Jobs.
     job_result_ttl_s: int = 86_400
     job_delivery_limit: int = 5
@@ -129,6 +132,8 @@ class Settings:
         for name in ("ingest_max_body_bytes", "ingest_max_batch_writes", "ingest_max_pending"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
+        if not 0 < self.query_timeout_s <= 60:
+            raise ConfigError("query_timeout_s: must be in (0, 60]")
         if not 0 < self.ingest_publish_timeout_s <= 300:
             raise ConfigError("ingest_publish_timeout_s: must be in (0, 300]")
         self._validate_autoscale()

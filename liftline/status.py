@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
+import pika.exceptions
+
 from liftline.autoscale import record as autoscale_record
 from liftline.cluster.registry import live_members, owners_of
+from liftline.errors import BrokerError, StoreError
 from liftline.queue.connection import connect_blocking
-from liftline.queue.inspect import stream_bounds
+from liftline.queue.inspect import StreamBounds, stream_bounds
 from liftline.queue.topology import Names
 from liftline.settings import Settings
 from liftline.store.keys import Keys
@@ -20,8 +24,20 @@ STALE_FLUSH_S = 30.0
 
 
 def gather(settings: Settings) -> dict[str, Any]:
-    """A snapshot of the cluster: members, partitions, warnings (JSON-ready)."""
-    client = connect(settings.redis_url)
+    """A snapshot of the cluster: members, partitions, warnings (JSON-ready).
+
+    Never raises for a server out of reach: what that server would have told is
+    missing, and ``unreachable`` lists ``{"server", "error"}`` for each one (an
+    empty list: a full answer). Each server gets ``settings.query_timeout_s`` per
+    connection attempt, so a server that hangs cannot hold the answer up for long.
+    """
+    unreachable: list[dict[str, str]] = []
+    stored_p: int | None = None
+    members: dict[str, dict[str, Any]] = {}
+    owners: dict[int, str] = {}
+    states: dict[int, dict[str, str]] = {}
+    autoscaler = None
+    client = connect(settings.redis_url, timeout_s=settings.query_timeout_s)
     try:
         store = RedisStore(client, settings.cluster)
         keys = Keys(settings.cluster)
@@ -29,31 +45,41 @@ def gather(settings: Settings) -> dict[str, Any]:
         partitions = stored_p or settings.partitions
         members = live_members(client, keys)
         owners = owners_of(client, keys)
-        states = [store.state(p) for p in range(partitions)]
+        states = {p: store.state(p) for p in range(partitions)}
         autoscaler = autoscale_record.load(client, settings.cluster)
+    except StoreError as exc:
+        unreachable.append({"server": "redis", "error": str(exc)})
     finally:
         client.close()
-    conn = connect_blocking(settings, name="liftline-status", attempts=2)
+    partitions = stored_p or settings.partitions
+    bounds = {p: StreamBounds() for p in range(partitions)}
     try:
-        bounds = stream_bounds(conn, Names(settings.cluster), partitions)
-    finally:
-        conn.close()
+        conn = connect_blocking(settings, name="liftline-status", attempts=2,
+                                timeout_s=settings.query_timeout_s)
+        try:
+            bounds = stream_bounds(conn, Names(settings.cluster), partitions)
+        finally:
+            if conn.is_open:
+                with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+                    conn.close()
+    except BrokerError as exc:
+        unreachable.append({"server": "rabbitmq", "error": str(exc)})
     now = time.time()
     replicas = max([m["replicas"] for m in members.values()] or [settings.replicas])
     rows: list[dict[str, Any]] = []
     warnings: list[str] = []
-    if stored_p is None:
+    if stored_p is None and not any(u["server"] == "redis" for u in unreachable):
         warnings.append(f"cluster {settings.cluster!r} does not exist yet (no writes or workers)")
     if members and len(members) < replicas:
         warnings.append(f"replication is short: {len(members)} live worker(s) for "
                         f"replication factor {replicas}")
     for p in range(partitions):
-        rows.append(_partition_row(p, states[p], owners.get(p), members, bounds[p], now,
-                                   replicas, warnings))
+        rows.append(_partition_row(p, states.get(p, {}), owners.get(p), members, bounds[p],
+                                   now, replicas, warnings))
     return {
         "cluster": settings.cluster, "partitions": partitions, "replicas": replicas,
         "members": list(members.values()), "partition_state": rows, "warnings": warnings,
-        "autoscaler": autoscaler,
+        "autoscaler": autoscaler, "unreachable": unreachable,
     }
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TypeVar
 
 from liftline.servers import rabbitmq_available, redis_available
@@ -48,3 +51,17 @@ def missing_local_binaries() -> str | None:
         if not present
     ]
     return f"not installed: {', '.join(missing)}" if missing else None
+
+
+def run_liftline(args: list[str], *, env: Mapping[str, str] | None = None,
+                 cwd: Path | None = None, timeout: float = 60,
+                 check: bool = False) -> subprocess.CompletedProcess[str]:
+    """``python -m liftline ARGS`` as a user runs it. Whatever it exits with, no
+    Python traceback may reach its output (the CLI prints one line instead)."""
+    result = subprocess.run([sys.executable, "-m", "liftline", *args], env=env, cwd=cwd,
+                            capture_output=True, text=True, timeout=timeout)
+    shown = f"liftline {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert "Traceback" not in result.stdout + result.stderr, shown
+    if check:
+        assert result.returncode == 0, shown
+    return result

@@ -15,7 +15,6 @@ bodies are not decoded past their first few bytes.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import logging
 from array import array
 from typing import Any
@@ -24,6 +23,7 @@ import msgpack
 import pika
 import pika.exceptions
 
+from liftline.queue.connection import close_without_cancel
 from liftline.queue.topology import Names
 
 log = logging.getLogger(__name__)
@@ -136,12 +136,8 @@ class StreamTails:
 
     def detach(self) -> None:
         channel, self._channel = self._channel, None
-        if channel is not None and channel.is_open:
-            with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-                # Closing cancels first, which nacks prefetched entries: see
-                # Worker.stop_consuming. Forget the consumers and close.
-                channel._consumer_infos.clear()
-                channel.close()
+        if channel is not None:
+            close_without_cancel(channel)
 
     def seen(self) -> int:
         """Entries read so far (all partitions)."""

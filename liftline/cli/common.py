@@ -5,13 +5,20 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
+import tempfile
+import time
+import traceback
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import click
+import pika.exceptions
+import redis
 
-from liftline.errors import LiftlineError
+from liftline.errors import BrokerError, LiftlineError, StoreError
 from liftline.settings import Settings
 
 F = Callable[..., Any]
@@ -63,19 +70,60 @@ def configure_logging(verbose: int, log_format: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("pika").setLevel(max(level, logging.WARNING))
+    # pika logs every failed connection attempt at ERROR with a traceback; liftline
+    # retries and reports them itself in one line, so pika speaks only at -vv.
+    logging.getLogger("pika").setLevel(logging.DEBUG if verbose >= 2 else logging.CRITICAL)
+
+
+UNEXPECTED_EXIT = 1
+# Where an unexpected failure's traceback goes (a user sees one line and this path).
+CRASH_LOG = Path(".liftline") / "logs" / "cli-errors.log"
 
 
 class errors_to_exit:
-    """Turn a LiftlineError into a one-line message and its named exit code."""
+    """Turn any failure into a one-line message on stderr and a named exit code.
+
+    A LiftlineError prints its message and exits with its ``exit_code``; a driver
+    error that escaped wrapping counts as the server's (Redis 5, RabbitMQ 4);
+    anything else is unexpected: one line with where the traceback was written,
+    exit 1. click's own exits (usage errors, --help, Ctrl-C) pass through.
+    """
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc is not None and isinstance(exc, LiftlineError):
-            click.echo(f"error: {exc} [{type(exc).__name__}]", err=True)
-            sys.exit(exc.exit_code)
+        if exc is None or isinstance(exc, click.exceptions.ClickException | click.exceptions.Exit
+                                     | click.exceptions.Abort | SystemExit | KeyboardInterrupt):
+            return
+        if isinstance(exc, LiftlineError):
+            fail(f"{exc} [{type(exc).__name__}]", exc.exit_code)
+        if isinstance(exc, redis.RedisError):
+            fail(f"Redis: {exc} [{type(exc).__name__}]", StoreError.exit_code)
+        if isinstance(exc, pika.exceptions.AMQPError):
+            fail(f"RabbitMQ: {exc!r} [{type(exc).__name__}]", BrokerError.exit_code)
+        where = _write_crash_log(exc_type, exc, tb)
+        fail(f"unexpected {type(exc).__name__}: {exc} (traceback in {where})", UNEXPECTED_EXIT)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print ``error: message`` on stderr and exit with ``code``."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _write_crash_log(exc_type: Any, exc: BaseException, tb: Any) -> str:
+    text = f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} liftline {' '.join(sys.argv[1:])}\n" + \
+        "".join(traceback.format_exception(exc_type, exc, tb))
+    for path in (CRASH_LOG, Path(tempfile.gettempdir()) / f"liftline-cli-{os.getuid()}.log"):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as out:
+                out.write(text)
+            return str(path.resolve())
+        except OSError:
+            continue
+    return "nowhere: no writable log path"
 
 
 def echo_json(data: Any) -> None:

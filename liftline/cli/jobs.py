@@ -101,10 +101,14 @@ def replay(settings: Settings, job_ids: tuple[str, ...], everything: bool) -> No
 @connection_options
 def stats(settings: Settings, as_json: bool) -> None:
     """Per job name: queued, running, succeeded, failed attempts, dead, rate."""
-    from liftline.jobs.client import JobClient
+    from liftline.jobs.status import JobStatus
+    from liftline.store.redis_store import connect
 
-    with JobClient(settings) as client:
-        rows = client.status.stats()
+    client = connect(settings.redis_url, timeout_s=settings.query_timeout_s)
+    try:
+        rows = JobStatus(client, settings.cluster, settings.job_result_ttl_s).stats()
+    finally:
+        client.close()
     if as_json:
         echo_json(rows)
     elif not rows:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from liftline.app import load_app
-from liftline.cli.common import connection_options
+from liftline.cli.common import connection_options, errors_to_exit
 from liftline.cli.state import deadletters, status
 from liftline.cli.writes import append, delete, get, incr, merge, put
 from liftline.settings import Settings
@@ -70,4 +70,6 @@ _register_optional()
 
 
 def main() -> None:
-    cli()
+    # Commands without connection options (up, ingest, …) get the same mapping.
+    with errors_to_exit():
+        cli()

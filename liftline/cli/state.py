@@ -9,6 +9,7 @@ import click
 
 from liftline import status as status_mod
 from liftline.cli.common import connection_options, echo_json
+from liftline.errors import PartialAnswer
 from liftline.settings import Settings
 from liftline.store.redis_store import RedisStore, connect
 
@@ -36,6 +37,7 @@ def status(settings: Settings, as_json: bool) -> None:
     snapshot = status_mod.gather(settings)
     if as_json:
         echo_json(snapshot)
+        _partial(snapshot)
         return
     click.echo(f"cluster {snapshot['cluster']}: {snapshot['partitions']} partitions, "
                f"{len(snapshot['members'])} live worker(s)")
@@ -59,6 +61,14 @@ def status(settings: Settings, as_json: bool) -> None:
         click.echo(autoscaler_line(snapshot["autoscaler"]))
     for warning in snapshot["warnings"]:
         click.echo(f"warning: {warning}", err=True)
+    _partial(snapshot)
+
+
+def _partial(snapshot: dict[str, Any]) -> None:
+    """PartialAnswer (exit 12) naming each server the snapshot could not reach."""
+    if snapshot["unreachable"]:
+        raise PartialAnswer("could not reach " + "; ".join(
+            f"{u['server']} ({u['error']})" for u in snapshot["unreachable"]))
 
 
 def autoscaler_line(state: dict[str, Any]) -> str:
@@ -84,7 +94,7 @@ def autoscaler_line(state: dict[str, Any]) -> str:
 @connection_options
 def deadletters(settings: Settings, limit: int, as_json: bool) -> None:
     """Writes and messages the workers could not apply, newest first, with the reason."""
-    client = connect(settings.redis_url)
+    client = connect(settings.redis_url, timeout_s=settings.query_timeout_s)
     try:
         store = RedisStore(client, settings.cluster)
         partitions = store.cluster_partitions() or settings.partitions

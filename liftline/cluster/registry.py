@@ -72,7 +72,17 @@ class Membership:
 
 
 def live_members(client: redis.Redis, keys: Keys) -> dict[str, dict[str, Any]]:
-    """Members whose heartbeat has not expired, with their last report."""
+    """Members whose heartbeat has not expired, with their last report.
+
+    StoreUnavailable / StoreError when Redis does not answer.
+    """
+    try:
+        return _live_members(client, keys)
+    except redis.RedisError as exc:
+        raise store_error(exc) from exc
+
+
+def _live_members(client: redis.Redis, keys: Keys) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for raw_id in client.smembers(keys.members):
         member_id = raw_id.decode()

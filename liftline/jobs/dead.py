@@ -19,7 +19,7 @@ from liftline.jobs import topology
 from liftline.jobs.spec import Job
 from liftline.jobs.status import JobStatus
 from liftline.queue.confirms import ConfirmedChannel
-from liftline.queue.connection import connect_blocking
+from liftline.queue.connection import close_without_cancel, connect_blocking
 from liftline.settings import Settings
 from liftline.store.redis_store import connect
 
@@ -62,13 +62,13 @@ def _record(props: Any, body: bytes) -> dict[str, Any]:
 
 def list_dead(settings: Settings, limit: int = 100) -> list[dict[str, Any]]:
     """Dead jobs, oldest first: id, job, error, attempts, args."""
-    conn = connect_blocking(settings, name="liftline-jobs-dead", attempts=2)
+    conn = connect_blocking(settings, name="liftline-jobs-dead", attempts=2,
+                            timeout_s=settings.query_timeout_s)
     try:
         names = topology.declare(conn.channel(), settings)
         channel, got = _read_all(conn, names.dead, limit)
         records = [_record(props, body) for _, props, body in got]
-        channel._consumer_infos.clear()  # close without cancelling: nothing is nacked
-        channel.close()
+        close_without_cancel(channel)  # the dead jobs stay where they are
         return records
     finally:
         if conn.is_open:
@@ -105,8 +105,7 @@ def replay(settings: Settings, job_ids: list[str] | None) -> list[str]:
             pub.wait(settings.confirm_timeout_s)
             channel.basic_ack(tag)
             replayed.append(job.id)
-        channel._consumer_infos.clear()
-        channel.close()
+        close_without_cancel(channel)  # the jobs not chosen stay dead
         return replayed
     finally:
         client.close()

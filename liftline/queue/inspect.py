@@ -3,17 +3,23 @@
 RabbitMQ 3.10 has no cheap AMQP call for a stream's offsets: a passive declare
 reports 0 messages. A consumer at ``first`` gets the oldest retained entry; a
 consumer at ``last`` gets the whole last chunk, whose highest offset is the tail.
+Both consumers end by closing their channel without a cancel (see
+:func:`~liftline.queue.connection.close_without_cancel`): under write load their
+channels hold deliveries, and the reject that a cancel sends for them would make
+the stream close the connection.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import pika
 import pika.exceptions
 
-from liftline.errors import BrokerError
+from liftline.errors import BrokerError, BrokerUnavailable
+from liftline.queue.connection import close_without_cancel
 from liftline.queue.topology import Names
 
 
@@ -33,15 +39,26 @@ def stream_bounds(
     idle_s: float = 0.15,
     max_s: float = 3.0,
 ) -> dict[int, StreamBounds]:
-    """First and last offset of every partition's stream, read in one pass."""
+    """First and last offset of every partition's stream, read in one pass.
+
+    Returns once every stream has given both bounds, or nothing new came for
+    ``idle_s`` (an empty stream sends nothing), and within ``max_s`` in any case.
+    The tail is the highest offset seen meanwhile: under load it moves on anyway.
+    """
     bounds = {p: StreamBounds() for p in range(partitions)}
     last_seen = [time.monotonic()]
+    channels: list[Any] = []
     try:
+        present = _existing_streams(connection, names, partitions)
         first_ch = connection.channel()
+        channels.append(first_ch)
         first_ch.basic_qos(prefetch_count=1)
         last_ch = connection.channel()
-        last_ch.basic_qos(prefetch_count=2000)
-        for p in range(partitions):
+        channels.append(last_ch)
+        # The last chunk arrives whole whatever the prefetch; more than that is
+        # not needed, and what is in flight is dropped with the channel.
+        last_ch.basic_qos(prefetch_count=200)
+        for p in present:
             def on_first(ch, method, props, body, p=p):  # type: ignore[no-untyped-def]
                 if bounds[p].first < 0:
                     bounds[p].first = int(props.headers["x-stream-offset"])
@@ -59,13 +76,41 @@ def stream_bounds(
         started = time.monotonic()
         while time.monotonic() - started < max_s:
             connection.process_data_events(time_limit=0.03)
+            if all(bounds[p].first >= 0 and bounds[p].last >= 0 for p in present):
+                # A short grace for the rest of the last chunks already on the way.
+                connection.process_data_events(time_limit=0.03)
+                break
             if time.monotonic() - last_seen[0] > idle_s:
                 break
-        first_ch.close()
-        last_ch.close()
-    except pika.exceptions.AMQPError as exc:
-        raise BrokerError(f"reading stream offsets failed: {exc!r}") from exc
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        raise BrokerError(f"reading stream offsets failed: {exc.reply_text}") from exc
+    except (pika.exceptions.AMQPError, OSError) as exc:
+        raise BrokerUnavailable(f"reading stream offsets failed: {exc!r}") from exc
+    finally:
+        for channel in channels:
+            close_without_cancel(channel)
     for b in bounds.values():
         if b.last >= 0 and b.first < 0:
             b.first = 0
     return bounds
+
+
+def _existing_streams(connection: pika.BlockingConnection, names: Names,
+                      partitions: int) -> list[int]:
+    """The partitions whose stream exists (a cluster nothing has written to has none):
+    a consumer on a missing stream would close the channel of every other one."""
+    present = []
+    channel = connection.channel()
+    try:
+        for p in range(partitions):
+            try:
+                channel.queue_declare(names.stream(p), passive=True)
+                present.append(p)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code != 404:
+                    raise
+                channel = connection.channel()  # the broker closed the last one
+    finally:
+        if channel.is_open:
+            channel.close()
+    return present

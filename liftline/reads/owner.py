@@ -33,8 +33,9 @@ class OwnerReader(Reader):
         self.settings = settings
         self.names = Names(settings.cluster)
         self.keys = Keys(settings.cluster)
-        self._redis = connect(settings.redis_url)
-        self._conn = connect_blocking(settings, name="liftline-reader", attempts=2)
+        self._redis = connect(settings.redis_url, timeout_s=settings.query_timeout_s)
+        self._conn = connect_blocking(settings, name="liftline-reader", attempts=2,
+                                      timeout_s=settings.query_timeout_s)
         self._channel = self._conn.channel()
         self._replies: dict[str, dict[str, Any]] = {}
         self._channel.basic_consume(_REPLY_TO, self._on_reply, auto_ack=True)

@@ -16,7 +16,7 @@ class RedisReader(Reader):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._client = connect(settings.redis_url)
+        self._client = connect(settings.redis_url, timeout_s=settings.query_timeout_s)
         self._store = RedisStore(self._client, settings.cluster)
 
     def get(self, key: str, *, after: Ticket | None = None,

@@ -74,9 +74,14 @@ def store_error(exc: redis.RedisError) -> StoreError:
     return StoreError(f"Redis error: {exc}")
 
 
-def connect(url: str) -> redis.Redis:
-    """A Redis client for ``url``; connects lazily, retries nothing by itself."""
-    return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+def connect(url: str, *, timeout_s: float | None = None) -> redis.Redis:
+    """A Redis client for ``url``; connects lazily, retries nothing by itself.
+
+    ``timeout_s`` bounds each connect and each reply (default: 5 s to connect,
+    10 s for a reply): commands that must answer a person quickly pass less.
+    """
+    return redis.Redis.from_url(url, socket_timeout=timeout_s or 10,
+                                socket_connect_timeout=timeout_s or 5)
 
 
 class RedisStore:

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import wait_until
+from helpers import run_liftline, wait_until
 from pipeline import REPO, worker_env
 
 from liftline import Producer, Settings
@@ -84,13 +84,11 @@ def test_decisions_are_exported_recorded_and_shown_by_status(settings: Settings,
     assert state is not None and state["last"]["desired"] == 3
     assert state["change"]["reason"].startswith("backlog 12000 needs 3 worker(s)")
     env = worker_env(settings)
-    shown = subprocess.run([sys.executable, "-m", "liftline", "status"], env=env, cwd=REPO,
-                           capture_output=True, text=True, timeout=60, check=True).stdout
+    shown = run_liftline(["status"], env=env, cwd=REPO, check=True).stdout
     line = next(x for x in shown.splitlines() if x.startswith("autoscaler"))
     assert "dry run" in line and "up - backlog 12000" in line and "desired 3" in line
-    as_json = json.loads(subprocess.run(
-        [sys.executable, "-m", "liftline", "status", "--json"], env=env, cwd=REPO,
-        capture_output=True, text=True, timeout=60, check=True).stdout)
+    as_json = json.loads(run_liftline(["status", "--json"], env=env, cwd=REPO,
+                                      check=True).stdout)
     assert as_json["autoscaler"]["last"]["backlog"] == 12_000
 
 

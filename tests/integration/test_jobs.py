@@ -6,7 +6,7 @@ import os
 
 import pika
 import pytest
-from helpers import wait_until
+from helpers import run_liftline, wait_until
 
 from liftline.errors import InvalidWrite, NotFound, Timeout
 from liftline.jobs.client import JobClient, JobFailed
@@ -184,18 +184,14 @@ def test_producer_enqueue_and_cli_submit(job_settings, job_workers):
         handle = producer.enqueue("echo", value="from producer", key="album:7")
         assert handle.result(timeout=20)["value"] == "from producer"
     env = worker_env(job_settings)
-    run = subprocess.run([sys.executable, "-m", "liftline", "jobs", "submit", "echo",
-                          '{"value": 7}', "--wait", "20"], env=env, cwd=REPO,
-                         capture_output=True, text=True, timeout=60)
+    run = run_liftline(["jobs", "submit", "echo", '{"value": 7}', "--wait", "20"], env=env,
+                       cwd=REPO)
     assert run.returncode == 0, run.stderr
     job_id, result = run.stdout.split("\n", 1)
     assert json.loads(result)["value"] == 7
-    status = subprocess.run([sys.executable, "-m", "liftline", "jobs", "status", job_id.strip(),
-                             "--json"], env=env, cwd=REPO, capture_output=True, text=True,
-                            timeout=60)
+    status = run_liftline(["jobs", "status", job_id.strip(), "--json"], env=env, cwd=REPO)
     assert json.loads(status.stdout)["state"] == "succeeded"
-    stats = subprocess.run([sys.executable, "-m", "liftline", "jobs", "stats", "--json"],
-                           env=env, cwd=REPO, capture_output=True, text=True, timeout=60)
+    stats = run_liftline(["jobs", "stats", "--json"], env=env, cwd=REPO)
     echo = next(r for r in json.loads(stats.stdout) if r["name"] == "echo")
     assert echo["succeeded"] >= 2 and echo["dead"] == 0
     missing = subprocess.run([sys.executable, "-m", "liftline", "jobs", "status", "nope"],
@@ -267,14 +263,10 @@ def test_status_round_trips_survive_a_script_flush(redis_client, cluster_name):
 
 
 def _cli(settings, *args, timeout=60):
-    import subprocess
-    import sys
-
+    from helpers import run_liftline
     from pipeline import REPO, worker_env
 
-    return subprocess.run([sys.executable, "-m", "liftline", "jobs", *args],
-                          env=worker_env(settings), cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    return run_liftline(["jobs", *args], env=worker_env(settings), cwd=REPO, timeout=timeout)
 
 
 def test_split_pools_and_the_cli_for_dead_jobs(client, job_settings, job_workers, redis_client):

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import missing_local_binaries, wait_until
+from helpers import missing_local_binaries, run_liftline, wait_until
 from pipeline import REPO
 
 from liftline.servers.base import free_ports
@@ -60,11 +60,7 @@ class Up:
 
 def cli(args: list[str], urls: list[str], cwd: Path,
         check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "liftline", *args, *urls], cwd=cwd,
-                            env=_env(), capture_output=True, text=True, timeout=60)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
+    return run_liftline([*args, *urls], env=_env(), cwd=cwd, check=check)
 
 
 @pytest.mark.skipif(missing_local_binaries() is not None, reason="needs local binaries")
