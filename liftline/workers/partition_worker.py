@@ -30,7 +30,7 @@ from liftline.cluster import bootstrap
 from liftline.cluster.registry import Membership, live_members, owners_of
 from liftline.errors import BrokerError, InvalidMessage, StoreUnavailable
 from liftline.queue import topology
-from liftline.queue.connection import connect_blocking
+from liftline.queue.connection import close_without_cancel, connect_blocking
 from liftline.settings import Settings
 from liftline.store.memory import PartitionStore
 from liftline.store.redis_store import RedisStore, connect
@@ -190,14 +190,7 @@ class Worker:
         if consumer is None:
             return
         channel = consumer.channel
-        with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-            if channel.is_open:
-                # BlockingChannel.close() first cancels its consumers, which
-                # nacks prefetched deliveries; a stream answers a nack by closing
-                # the whole connection. Forget the consumer instead: closing the
-                # channel ends it, and the broker drops what was in flight.
-                channel._consumer_infos.clear()
-                channel.close()
+        close_without_cancel(channel)  # a cancel would nack, and a stream refuses nacks
 
     def _cancel_consumers(self) -> None:
         for partition in list(self.consumers):
