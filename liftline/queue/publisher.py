@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +33,8 @@ from liftline.settings import Settings, mask_url
 
 log = logging.getLogger(__name__)
 
+_NOT_STORED = "the broker was unreachable or blocked; the write was not stored"
+_MAYBE_STORED = "the write may or may not have been stored"
 _PROPS = dict(delivery_mode=2, content_type="application/x-msgpack", type="liftline.batch")
 
 
@@ -237,17 +238,16 @@ class ConfirmingPublisher:
 
     def _expire(self) -> None:
         """Fail batches that waited longer than the confirm timeout (oldest first)."""
-        limit = time.monotonic() - self._settings.confirm_timeout_s
+        limit = self._loop.now() - self._settings.confirm_timeout_s
         for queue in (self._resend, self._waiting):
             while queue and queue[0].created < limit:
-                self._expired(queue.popleft(), "the broker was unreachable or blocked;"
-                              " the write was not stored")
+                self._expired(queue.popleft(), _NOT_STORED)
         while self._unconfirmed:
             tag, batch = next(iter(self._unconfirmed.items()))
             if batch.sent_at >= limit:
                 break
             del self._unconfirmed[tag]
-            self._expired(batch, "the write may or may not have been stored")
+            self._expired(batch, _MAYBE_STORED)
 
     def _expired(self, batch: Batch, why: str) -> None:
         self._by_message_id.pop(batch.message_id, None)
@@ -281,7 +281,7 @@ class ConfirmingPublisher:
                 log.warning("publish failed (%r); will retry after reconnect", exc)
                 self._resend.appendleft(batch)
                 return
-            batch.sent_at = time.monotonic()
+            batch.sent_at = self._loop.now()
             batch.returned = False
             self._unconfirmed[self._next_tag] = batch
             self._by_message_id[batch.message_id] = batch
