@@ -195,6 +195,9 @@ class ConfirmingPublisher:
         self._ready = False
         self.connected.clear()
         self._channel = None
+        # A new connection starts unblocked: RabbitMQ blocks it again if the alarm
+        # holds, but never unblocks one it did not block.
+        self.blocked = False
         # Unconfirmed batches go out again, first and in their order.
         self._resend = deque([*self._unconfirmed.values(), *self._resend])
         self._unconfirmed.clear()

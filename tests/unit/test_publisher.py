@@ -250,6 +250,21 @@ def test_held_batches_go_out_when_the_connection_is_unblocked(loop, source):
     assert outcome(batch) == "ok"
 
 
+def test_a_new_connection_is_not_blocked_by_the_alarm_of_the_old_one(loop, source):
+    # RabbitMQ says connection.blocked only to a connection that publishes during an
+    # alarm, and unblocked only to one it blocked: a flag left over from the lost
+    # connection would hold every batch on the new one forever.
+    publisher = start(loop, source, hold_while_blocked=True)
+    loop.connection.block()
+    loop.connection.lose(pika.exceptions.ConnectionBlockedTimeout("blocked for 30s"))
+    batch = source.add(0)
+    loop.advance(0.2)
+    assert loop.connection.number == 2 and not publisher.blocked
+    assert [p.message_id for p in loop.channel.published] == [batch.message_id]
+    loop.channel.ack(1)
+    assert outcome(batch) == "ok"
+
+
 def test_a_channel_closed_by_the_broker_reconnects_and_resends(loop, source):
     publisher = start(loop, source)
     batches = [source.add(0), source.add(1)]
