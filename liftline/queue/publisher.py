@@ -244,7 +244,9 @@ class ConfirmingPublisher:
         limit = self._loop.now() - self._settings.confirm_timeout_s
         for queue in (self._resend, self._waiting):
             while queue and queue[0].created < limit:
-                self._expired(queue.popleft(), _NOT_STORED)
+                batch = queue.popleft()
+                # One sent before its connection dropped may be stored all the same.
+                self._expired(batch, _MAYBE_STORED if batch.sent_at else _NOT_STORED)
         while self._unconfirmed:
             tag, batch = next(iter(self._unconfirmed.items()))
             if batch.sent_at >= limit:

@@ -265,6 +265,20 @@ def test_a_new_connection_is_not_blocked_by_the_alarm_of_the_old_one(loop, sourc
     assert outcome(batch) == "ok"
 
 
+def test_a_sent_batch_that_outlives_the_outage_may_have_been_stored(loop, source):
+    # Published, then the connection died before the confirm: RabbitMQ may hold it.
+    publisher = start(loop, source, reconnect_attempts=100, max_inflight=1)
+    sent_once, never_sent = source.add(0), source.add(1)  # the second waits its turn
+    send(loop, publisher)
+    assert [p.message_id for p in loop.published] == [sent_once.message_id]
+    loop.broker_up = False
+    loop.connection.lose()
+    loop.advance(5.1)
+    assert outcome(sent_once) == MAYBE_STORED
+    assert outcome(never_sent) == NOT_STORED
+    assert source.gave_up == []
+
+
 def test_a_channel_closed_by_the_broker_reconnects_and_resends(loop, source):
     publisher = start(loop, source)
     batches = [source.add(0), source.add(1)]
