@@ -139,7 +139,9 @@ class ConfirmingPublisher:
         self._loop.halt()
 
     def _connect(self) -> None:
-        if self._stopping:
+        # A stop during a reconnect's backoff still delivers what is pending (one
+        # more try: if it fails, _lost fails it all) instead of letting it expire.
+        if self._stopping and not (self._resend or self._waiting):
             return
         self._connection = self._loop.connect(
             parameters(self._settings.amqp_url, name=self._name),

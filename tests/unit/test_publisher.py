@@ -369,3 +369,31 @@ def test_a_connection_lost_during_stop_fails_what_awaited_confirms(loop, source)
     assert publisher.halted and len(loop.connections) == 1
     loop.advance(5.0)
     assert len(loop.connections) == 1  # no reconnect after the stop
+
+
+def test_stop_during_a_reconnect_delivers_what_is_pending(loop, source):
+    publisher = start(loop, source)
+    batch = source.add(0)
+    send(loop, publisher)
+    loop.connection.lose()
+    publisher.begin_stop()  # while the reconnect waits out its backoff
+    loop.run_ready()
+    loop.advance(0.2)
+    assert len(loop.connections) == 2
+    assert [p.message_id for p in loop.channel.published] == [batch.message_id]
+    loop.channel.ack(1)
+    loop.advance(TICK)
+    assert outcome(batch) == "ok"
+    assert loop.connection.is_closed and publisher.halted
+
+
+def test_stop_during_a_reconnect_that_fails_fails_what_is_pending(loop, source):
+    publisher = start(loop, source)
+    batch = source.add(0)
+    send(loop, publisher)
+    loop.broker_up = False
+    loop.connection.lose()
+    publisher.begin_stop()
+    loop.advance(0.2)
+    assert outcome(batch) == "BrokerUnavailable: producer closed before confirms arrived"
+    assert publisher.halted
