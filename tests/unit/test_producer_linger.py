@@ -204,7 +204,7 @@ def test_a_full_buffer_blocks_a_writer_until_the_publisher_takes_the_batch(loop)
     assert [[w[2] for w in writes] for _, _, _, _, writes in stream(loop)] == [[0, 1, 2]]
 
 
-@pytest.mark.parametrize("published_before_flush", [False])
+@pytest.mark.parametrize("published_before_flush", [False, True])
 def test_flush_waits_for_the_confirms(loop, published_before_flush):
     producer = make(loop)
     futures = [producer.submit("set", keys_in(p, 1)[0], p) for p in (0, 1)]
