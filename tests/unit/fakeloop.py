@@ -70,7 +70,8 @@ class StubChannel:
         self.published: list[Published] = []
         self.confirmed: set[int] = set()  # tags acked or nacked, never answered twice
         self.returned: set[int] = set()
-        # basic_publish raises this (once) instead of sending, as pika does on a dead socket.
+        # basic_publish raises this (once) instead of sending, as pika does on a dead socket;
+        # the connection is lost right after.
         self.publish_error: Exception | None = None
         self._on_close: list[Callable[..., None]] = []
         self._on_return: list[Callable[..., None]] = []
@@ -96,7 +97,10 @@ class StubChannel:
         if not self.is_open:
             raise pika.exceptions.ChannelWrongStateError("Channel is closed.")
         if self.publish_error is not None:
+            # The socket is gone: pika reports the connection lost on its next turn.
             error, self.publish_error = self.publish_error, None
+            self._loop.soon(lambda: self.connection.lose(error)
+                            if self.connection.is_open else None)
             raise error
         record = Published(self.connection.number, len(self.published) + 1, exchange,
                            routing_key, bytes(body), properties or pika.BasicProperties(),
@@ -172,6 +176,7 @@ class StubConnection:
         self._on_close = on_close
         self._on_blocked: list[Callable[..., None]] = []
         self._on_unblocked: list[Callable[..., None]] = []
+        self.blocked = False
 
     @property
     def is_open(self) -> bool:
@@ -251,11 +256,16 @@ class StubConnection:
 
     def block(self) -> None:
         """RabbitMQ blocks the connection (a memory or disk alarm)."""
+        self.blocked = True
         for callback in list(self._on_blocked):
             callback(self, Method(0, Connection.Blocked(reason="low on memory")))
         self.loop.run_ready()
 
     def unblock(self) -> None:
+        """The alarm clears: RabbitMQ unblocks the connection, if it had blocked it."""
+        if not self.blocked:
+            return
+        self.blocked = False
         for callback in list(self._on_unblocked):
             callback(self, Method(0, Connection.Unblocked()))
         self.loop.run_ready()

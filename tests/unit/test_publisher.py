@@ -296,9 +296,10 @@ def test_a_publish_that_raises_is_kept_for_the_next_connection(loop, source):
     batches = [source.add(0), source.add(0), source.add(0)]
     loop.channel.publish_error = pika.exceptions.StreamLostError("gone")
     send(loop, publisher)
-    assert loop.channel.published == []  # the first raised; the rest wait behind it
-    loop.connection.lose()
+    assert loop.connections[0].channel_.published == []  # the first raised; the rest waited
+    assert loop.connections[0].is_closed
     loop.advance(0.2)
+    assert len(loop.connections) == 2
     assert [p.message_id for p in loop.channel.published] == [b.message_id for b in batches]
     loop.channel.ack_all()
     assert [outcome(b) for b in batches] == ["ok"] * 3
