@@ -19,6 +19,7 @@ import os
 import secrets
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from liftline import codec
@@ -65,6 +66,9 @@ class Producer:
         self._space = threading.Condition(self._lock)
         self._open: dict[int, Batch] = {}
         self._sealed: list[Batch] = []
+        # Every batch not known to be settled, oldest first: flush waits for these,
+        # including the ones the publisher already took.
+        self._unsettled: deque[Batch] = deque()
         self._next_seq = [1] * self._partitions
         self._buffered = 0
         self._closed = False
@@ -114,6 +118,9 @@ class Producer:
             if batch is None:
                 batch = self._open[partition] = Batch(partition, self._next_seq[partition])
                 opened = True
+                while self._unsettled and self._unsettled[0].done:
+                    self._unsettled.popleft()
+                self._unsettled.append(batch)
             seq = batch.first_seq + len(batch.writes)
             batch.writes.append(packed)
             batch.size += len(packed)
@@ -197,7 +204,7 @@ class Producer:
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every write submitted so far is confirmed (or failed)."""
         with self._lock:
-            pending = list(self._open.values()) + list(self._sealed)
+            pending = [batch for batch in self._unsettled if not batch.done]
         self._publisher.wake()
         deadline = None if timeout is None else time.monotonic() + timeout
         for batch in pending:

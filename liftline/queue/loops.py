@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +51,14 @@ class LoopDriver:
 
     def join(self, timeout_s: float) -> None:
         """Wait (from another thread) until :meth:`halt` ran."""
+
+    def now(self) -> float:
+        """The clock (seconds) the publisher measures confirm timeouts on.
+
+        ``Batch.created`` is stamped with time.monotonic, so a real driver keeps
+        that clock; a test driver with a manual clock must stamp batches with it.
+        """
+        return time.monotonic()
 
 
 class ThreadLoop(LoopDriver):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +33,8 @@ from liftline.settings import Settings, mask_url
 
 log = logging.getLogger(__name__)
 
+_NOT_STORED = "the broker was unreachable or blocked; the write was not stored"
+_MAYBE_STORED = "the write may or may not have been stored"
 _PROPS = dict(delivery_mode=2, content_type="application/x-msgpack", type="liftline.batch")
 
 
@@ -138,7 +139,9 @@ class ConfirmingPublisher:
         self._loop.halt()
 
     def _connect(self) -> None:
-        if self._stopping:
+        # A stop during a reconnect's backoff still delivers what is pending (one
+        # more try: if it fails, _lost fails it all) instead of letting it expire.
+        if self._stopping and not (self._resend or self._waiting):
             return
         self._connection = self._loop.connect(
             parameters(self._settings.amqp_url, name=self._name),
@@ -194,6 +197,9 @@ class ConfirmingPublisher:
         self._ready = False
         self.connected.clear()
         self._channel = None
+        # A new connection starts unblocked: RabbitMQ blocks it again if the alarm
+        # holds, but never unblocks one it did not block.
+        self.blocked = False
         # Unconfirmed batches go out again, first and in their order.
         self._resend = deque([*self._unconfirmed.values(), *self._resend])
         self._unconfirmed.clear()
@@ -237,17 +243,18 @@ class ConfirmingPublisher:
 
     def _expire(self) -> None:
         """Fail batches that waited longer than the confirm timeout (oldest first)."""
-        limit = time.monotonic() - self._settings.confirm_timeout_s
+        limit = self._loop.now() - self._settings.confirm_timeout_s
         for queue in (self._resend, self._waiting):
             while queue and queue[0].created < limit:
-                self._expired(queue.popleft(), "the broker was unreachable or blocked;"
-                              " the write was not stored")
+                batch = queue.popleft()
+                # One sent before its connection dropped may be stored all the same.
+                self._expired(batch, _MAYBE_STORED if batch.sent_at else _NOT_STORED)
         while self._unconfirmed:
             tag, batch = next(iter(self._unconfirmed.items()))
             if batch.sent_at >= limit:
                 break
             del self._unconfirmed[tag]
-            self._expired(batch, "the write may or may not have been stored")
+            self._expired(batch, _MAYBE_STORED)
 
     def _expired(self, batch: Batch, why: str) -> None:
         self._by_message_id.pop(batch.message_id, None)
@@ -281,7 +288,7 @@ class ConfirmingPublisher:
                 log.warning("publish failed (%r); will retry after reconnect", exc)
                 self._resend.appendleft(batch)
                 return
-            batch.sent_at = time.monotonic()
+            batch.sent_at = self._loop.now()
             batch.returned = False
             self._unconfirmed[self._next_tag] = batch
             self._by_message_id[batch.message_id] = batch

@@ -1,0 +1,400 @@
+"""ConfirmingPublisher's state machine on a fake loop: confirms, returns, loss, expiry, stop.
+
+No server: tests/unit/fakeloop.py plays the broker and the clock. Every test
+looks at outcomes — what each batch was settled with, what reached the broker
+and how often — never at which methods were called.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pika.exceptions
+import pytest
+from fakeloop import FakeLoop, Source, outcome, use_loop_clock
+
+from liftline import codec
+from liftline.queue.publisher import ConfirmingPublisher
+from liftline.settings import Settings
+
+# linger 100 ms: a polling loop ticks every 50 ms.
+BASE: dict[str, Any] = dict(linger_ms=100, confirm_timeout_s=5.0, reconnect_attempts=4,
+                            reconnect_backoff_s=0.1, reconnect_backoff_max_s=0.4)
+TICK = 0.05
+NACKED = "PublishFailed: RabbitMQ nacked the batch; it was not stored"
+MAYBE_STORED = "PublishFailed: not confirmed within 5.0s; the write may or may not have been stored"
+NOT_STORED = ("PublishFailed: not confirmed within 5.0s; the broker was unreachable or blocked;"
+              " the write was not stored")
+
+
+def unroutable(partition: int) -> str:
+    return (f"PublishFailed: batch for partition {partition} was unroutable"
+            " (is the cluster's topology declared?)")
+
+
+@pytest.fixture
+def loop(monkeypatch: pytest.MonkeyPatch) -> FakeLoop:
+    loop = FakeLoop()
+    use_loop_clock(monkeypatch, loop)
+    return loop
+
+
+@pytest.fixture
+def source() -> Source:
+    return Source()
+
+
+def start(loop: FakeLoop, source: Source, *, max_inflight: int = 1024,
+          hold_while_blocked: bool = False, **settings: Any) -> ConfirmingPublisher:
+    """A publisher on ``loop``, connected and in confirm mode (if the broker is up)."""
+    publisher = ConfirmingPublisher(Settings(**{**BASE, **settings}), source, source.give_up,
+                                    driver=loop, max_inflight=max_inflight,
+                                    hold_while_blocked=hold_while_blocked)
+    publisher.start()
+    loop.run_ready()
+    return publisher
+
+
+def send(loop: FakeLoop, publisher: ConfirmingPublisher) -> None:
+    publisher.wake()
+    loop.run_ready()
+
+
+def sent(channel_or_loop: Any) -> list[tuple[str, bytes]]:
+    return [(p.message_id, p.body) for p in channel_or_loop.published]
+
+
+def times_published(loop: FakeLoop) -> Counter[str]:
+    return Counter(p.message_id for p in loop.published)
+
+
+def test_batches_go_out_persistent_mandatory_to_their_partition(loop, source):
+    publisher = start(loop, source, cluster="c1")
+    batches = [source.add(3, writes=2), source.add(0)]
+    send(loop, publisher)
+    published = loop.channel.published
+    assert [(p.exchange, p.routing_key, p.mandatory) for p in published] == [
+        ("liftline.c1.writes", "p3", True), ("liftline.c1.writes", "p0", True)]
+    assert [(p.properties.message_id, p.properties.delivery_mode) for p in published] == [
+        ("p:3:1", 2), ("p:0:1", 2)]
+    assert codec.unpack_batch(published[0].body)[:2] == ("p", 1)
+    assert [outcome(b) for b in batches] == ["pending", "pending"]
+    assert publisher.inflight == 2 and publisher.connected.is_set()
+
+
+def test_a_multiple_ack_settles_every_tag_up_to_and_including_its_own(loop, source):
+    publisher = start(loop, source)
+    batches = [source.add(i % 2) for i in range(5)]
+    send(loop, publisher)
+    loop.channel.ack(2)
+    loop.channel.ack(4, multiple=True)
+    assert [outcome(b) for b in batches] == ["ok"] * 4 + ["pending"]
+    loop.channel.ack(5)
+    assert [outcome(b) for b in batches] == ["ok"] * 5
+    assert all(len(b.settles) == 1 for b in batches)
+    assert publisher.inflight == 0
+
+
+@pytest.mark.parametrize(("nacks", "expected"), [
+    ([(2, False)], ["ok", NACKED, "ok", "ok"]),
+    ([(3, True)], [NACKED, NACKED, NACKED, "ok"]),
+    ([(1, False), (4, False)], [NACKED, "ok", "ok", NACKED]),
+])
+def test_a_nack_fails_exactly_the_nacked_batches(loop, source, nacks, expected):
+    publisher = start(loop, source)
+    batches = [source.add(i % 3) for i in range(4)]
+    send(loop, publisher)
+    for tag, multiple in nacks:
+        loop.channel.nack(tag, multiple=multiple)
+    loop.channel.ack_all()
+    assert [outcome(b) for b in batches] == expected
+    # Settled is settled: a later loss resends none of them.
+    loop.connection.lose()
+    loop.advance(1.0)
+    assert loop.connection.number == 2 and loop.channel.published == []
+    assert all(len(b.settles) == 1 for b in batches)
+
+
+def test_a_returned_batch_fails_although_its_ack_follows(loop, source):
+    publisher = start(loop, source)
+    routed, unroutable_batch, other = source.add(0), source.add(5), source.add(1)
+    send(loop, publisher)
+    loop.channel.return_unroutable(2)
+    assert outcome(unroutable_batch) == "pending"  # a return is final only with its ack
+    loop.channel.ack(3, multiple=True)
+    assert [outcome(b) for b in (routed, unroutable_batch, other)] == [
+        "ok", unroutable(5), "ok"]
+
+
+def test_a_lost_connection_is_reopened_and_unconfirmed_batches_resent_in_order(loop, source):
+    publisher = start(loop, source)
+    batches = [source.add(0, writes=3), source.add(1), source.add(0, writes=2)]
+    send(loop, publisher)
+    first = loop.connection
+    first.channel_.ack(1)
+    first.lose()
+    assert not publisher.connected.is_set()
+    late = source.add(1)  # written during the outage
+    loop.advance(TICK)
+    loop.advance(0.2)  # past the first backoff (at most reconnect_backoff_s)
+    second = loop.connection
+    assert second.number == 2 and second.is_open and publisher.connected.is_set()
+    # The same messages, byte for byte (same producer, seqs and ids), first and in order.
+    assert sent(second.channel_) == sent(first.channel_)[1:] + [
+        (late.message_id, source.bodies[late.message_id])]
+    assert [outcome(b) for b in batches] == ["ok", "pending", "pending"]
+    second.channel_.ack(3, multiple=True)
+    assert [outcome(b) for b in [*batches, late]] == ["ok"] * 4
+    assert times_published(loop) == {"p:0:1": 1, "p:1:1": 2, "p:0:4": 2, "p:1:2": 1}
+    assert source.gave_up == []
+
+
+@pytest.mark.parametrize("refusals", [0, 1, 2])
+def test_reconnects_within_the_budget_with_bounded_backoff(loop, source, refusals):
+    publisher = start(loop, source)  # 4 attempts: the lost connection and 3 more
+    batches = [source.add(0), source.add(1)]
+    send(loop, publisher)
+    loop.refusals = refusals
+    lost_at = loop.clock
+    loop.connection.lose()
+    loop.advance(5.0)
+    assert len(loop.connections) == 2 + refusals and loop.connection.is_open
+    opened = [lost_at] + [c.opened_at for c in loop.connections[1:]]
+    for n, (before, after) in enumerate(zip(opened, opened[1:], strict=False)):
+        ceiling = min(0.4, 0.1 * 2**n)
+        assert ceiling / 2 <= after - before <= ceiling + TICK
+    assert sent(loop.channel) == sent(loop.connections[0].channel_)
+    loop.channel.ack_all()
+    assert [outcome(b) for b in batches] == ["ok", "ok"]
+    assert source.gave_up == []
+
+
+def test_past_the_reconnect_budget_every_pending_batch_fails_and_later_writes_work(loop, source):
+    publisher = start(loop, source, max_inflight=2)
+    batches = [source.add(0), source.add(1), source.add(2)]  # two in flight, one waiting
+    send(loop, publisher)
+    assert len(loop.channel.published) == 2
+    loop.broker_up = False
+    loop.connection.lose()
+    loop.advance(0.7)  # three refused reconnects, 0.1 + 0.2 + 0.4 apart at most
+    assert len(loop.connections) == 4
+    for batch in batches:
+        assert outcome(batch).startswith("BrokerUnavailable: RabbitMQ at amqp://")
+        assert "unreachable after 4 attempts" in outcome(batch)
+    assert len(source.gave_up) == 1
+    # It keeps trying at the slowest pace; a write made once RabbitMQ is back gets through.
+    loop.broker_up = True
+    loop.advance(0.4)
+    assert loop.connection.is_open and publisher.connected.is_set()
+    fresh = source.add(0)
+    send(loop, publisher)
+    assert [p.message_id for p in loop.channel.published] == [fresh.message_id]
+    loop.channel.ack(1)
+    assert outcome(fresh) == "ok"
+    assert [outcome(b).split(":")[0] for b in batches] == ["BrokerUnavailable"] * 3
+    assert all(len(b.settles) == 1 for b in [*batches, fresh])
+
+
+def test_an_unconfirmed_batch_expires_and_never_succeeds_later(loop, source):
+    publisher = start(loop, source)
+    batch = source.add(0)
+    send(loop, publisher)
+    loop.advance(4.9)
+    assert outcome(batch) == "pending"
+    loop.advance(0.2)
+    assert outcome(batch) == MAYBE_STORED
+    assert publisher.inflight == 0
+    loop.channel.ack(1)  # too late
+    loop.connection.lose()
+    loop.advance(1.0)
+    assert outcome(batch) == MAYBE_STORED and len(batch.settles) == 1
+    assert times_published(loop) == {batch.message_id: 1}
+
+
+def test_a_batch_held_while_blocked_expires_unsent(loop, source):
+    publisher = start(loop, source, hold_while_blocked=True)
+    loop.connection.block()
+    assert publisher.blocked
+    batch = source.add(0)
+    send(loop, publisher)
+    loop.advance(4.9)
+    assert loop.published == [] and outcome(batch) == "pending"
+    loop.advance(0.2)
+    assert outcome(batch) == NOT_STORED
+    loop.connection.unblock()
+    loop.advance(1.0)
+    assert loop.published == [] and len(batch.settles) == 1
+
+
+def test_a_blocked_connection_without_hold_still_publishes(loop, source):
+    publisher = start(loop, source)
+    loop.connection.block()
+    batch = source.add(0)
+    send(loop, publisher)
+    assert publisher.blocked and [p.message_id for p in loop.published] == [batch.message_id]
+    loop.connection.unblock()
+    loop.channel.ack(1)
+    assert not publisher.blocked and outcome(batch) == "ok"
+
+
+def test_held_batches_go_out_when_the_connection_is_unblocked(loop, source):
+    publisher = start(loop, source, hold_while_blocked=True)
+    loop.connection.block()
+    batch = source.add(0)
+    send(loop, publisher)
+    assert loop.published == []
+    loop.connection.unblock()
+    assert [p.message_id for p in loop.published] == [batch.message_id]
+    loop.channel.ack(1)
+    assert outcome(batch) == "ok"
+
+
+def test_a_new_connection_is_not_blocked_by_the_alarm_of_the_old_one(loop, source):
+    # RabbitMQ says connection.blocked only to a connection that publishes during an
+    # alarm, and unblocked only to one it blocked: a flag left over from the lost
+    # connection would hold every batch on the new one forever.
+    publisher = start(loop, source, hold_while_blocked=True)
+    loop.connection.block()
+    loop.connection.lose(pika.exceptions.ConnectionBlockedTimeout("blocked for 30s"))
+    batch = source.add(0)
+    loop.advance(0.2)
+    assert loop.connection.number == 2 and not publisher.blocked
+    assert [p.message_id for p in loop.channel.published] == [batch.message_id]
+    loop.channel.ack(1)
+    assert outcome(batch) == "ok"
+
+
+def test_a_sent_batch_that_outlives_the_outage_may_have_been_stored(loop, source):
+    # Published, then the connection died before the confirm: RabbitMQ may hold it.
+    publisher = start(loop, source, reconnect_attempts=100, max_inflight=1)
+    sent_once, never_sent = source.add(0), source.add(1)  # the second waits its turn
+    send(loop, publisher)
+    assert [p.message_id for p in loop.published] == [sent_once.message_id]
+    loop.broker_up = False
+    loop.connection.lose()
+    loop.advance(5.1)
+    assert outcome(sent_once) == MAYBE_STORED
+    assert outcome(never_sent) == NOT_STORED
+    assert source.gave_up == []
+
+
+def test_a_channel_closed_by_the_broker_reconnects_and_resends(loop, source):
+    publisher = start(loop, source)
+    batches = [source.add(0), source.add(1)]
+    send(loop, publisher)
+    loop.channel.close_by_broker()
+    loop.advance(0.2)
+    assert len(loop.connections) == 2 and loop.connections[0].is_closed
+    assert sent(loop.channel) == sent(loop.connections[0].channel_)
+    loop.channel.ack_all()
+    assert [outcome(b) for b in batches] == ["ok", "ok"]
+
+
+def test_a_publish_that_raises_is_kept_for_the_next_connection(loop, source):
+    publisher = start(loop, source)
+    batches = [source.add(0), source.add(0), source.add(0)]
+    loop.channel.publish_error = pika.exceptions.StreamLostError("gone")
+    send(loop, publisher)
+    assert loop.connections[0].channel_.published == []  # the first raised; the rest waited
+    assert loop.connections[0].is_closed
+    loop.advance(0.2)
+    assert len(loop.connections) == 2
+    assert [p.message_id for p in loop.channel.published] == [b.message_id for b in batches]
+    loop.channel.ack_all()
+    assert [outcome(b) for b in batches] == ["ok"] * 3
+
+
+def test_a_first_open_that_fails_is_retried(loop, source):
+    loop.refusals = 1
+    publisher = start(loop, source)
+    assert not publisher.connected.is_set()
+    batch = source.add(0)
+    loop.advance(0.2)
+    assert len(loop.connections) == 2 and publisher.connected.is_set()
+    loop.channel.ack(1)
+    assert outcome(batch) == "ok"
+
+
+def test_no_more_than_max_inflight_batches_await_confirms(loop, source):
+    publisher = start(loop, source, max_inflight=2)
+    batches = [source.add(0) for _ in range(5)]
+    send(loop, publisher)
+    assert len(loop.published) == 2
+    loop.channel.ack(1)
+    assert len(loop.published) == 3 and publisher.inflight == 2
+    loop.channel.ack(3, multiple=True)
+    loop.channel.ack_all()
+    assert [outcome(b) for b in batches] == ["ok"] * 5
+    assert [p.message_id for p in loop.published] == [b.message_id for b in batches]
+
+
+def test_stop_publishes_what_is_pending_waits_for_confirms_then_closes(loop, source):
+    publisher = start(loop, source)
+    early = source.add(0)
+    send(loop, publisher)
+    late = source.add(1)  # still in the source: stop pulls everything
+    publisher.begin_stop()
+    loop.run_ready()
+    assert [p.message_id for p in loop.published] == [early.message_id, late.message_id]
+    loop.advance(1.0)
+    assert loop.connection.is_open and not publisher.halted  # waiting for the confirms
+    loop.channel.ack(1)
+    loop.advance(1.0)
+    assert loop.connection.is_open
+    loop.channel.ack(2)
+    loop.advance(TICK)
+    assert [outcome(b) for b in (early, late)] == ["ok", "ok"]
+    assert loop.connection.is_closed and publisher.halted and loop.halted.is_set()
+    assert loop.events[-3:] == [("ack", 1, 1), ("ack", 1, 2), ("close", 1, 0)]
+
+
+def test_stop_with_nothing_pending_closes_at_once(loop, source):
+    publisher = start(loop, source)
+    publisher.begin_stop()
+    loop.run_ready()
+    assert loop.connection.is_closed and publisher.halted
+    assert loop.events == [("close", 1, 0)]
+
+
+def test_a_connection_lost_during_stop_fails_what_awaited_confirms(loop, source):
+    publisher = start(loop, source)
+    confirmed, unconfirmed = source.add(0), source.add(1)
+    send(loop, publisher)
+    loop.channel.ack(1)
+    publisher.begin_stop()
+    loop.run_ready()
+    loop.connection.lose()
+    assert outcome(confirmed) == "ok"
+    assert outcome(unconfirmed) == "BrokerUnavailable: producer closed before confirms arrived"
+    assert publisher.halted and len(loop.connections) == 1
+    loop.advance(5.0)
+    assert len(loop.connections) == 1  # no reconnect after the stop
+
+
+def test_stop_during_a_reconnect_delivers_what_is_pending(loop, source):
+    publisher = start(loop, source)
+    batch = source.add(0)
+    send(loop, publisher)
+    loop.connection.lose()
+    publisher.begin_stop()  # while the reconnect waits out its backoff
+    loop.run_ready()
+    loop.advance(0.2)
+    assert len(loop.connections) == 2
+    assert [p.message_id for p in loop.channel.published] == [batch.message_id]
+    loop.channel.ack(1)
+    loop.advance(TICK)
+    assert outcome(batch) == "ok"
+    assert loop.connection.is_closed and publisher.halted
+
+
+def test_stop_during_a_reconnect_that_fails_fails_what_is_pending(loop, source):
+    publisher = start(loop, source)
+    batch = source.add(0)
+    send(loop, publisher)
+    loop.broker_up = False
+    loop.connection.lose()
+    publisher.begin_stop()
+    loop.advance(0.2)
+    assert outcome(batch) == "BrokerUnavailable: producer closed before confirms arrived"
+    assert publisher.halted
