@@ -55,7 +55,8 @@ class Worker:
         self.store = RedisStore(self._redis, settings.cluster)
         self.membership = Membership(self._redis, settings, self.member_id)
         self.ownership = Ownership(self)
-        self.reads = ReadServer(self)
+        self.reads = ReadServer(self.settings.partitions,
+                                lambda p: held.store if (held := self.owned.get(p)) else None)
 
     # -- lifecycle ---------------------------------------------------------
     def request_stop(self, *_args: object) -> None:
