@@ -26,8 +26,9 @@ from redis.exceptions import RedisError
 from liftline.errors import InvalidWrite
 from liftline.ingest.rpc import AsyncRpc
 from liftline.reads.base import NotApplied, ReadResult
-from liftline.reads.core import ReadCore, RedisCall, Step, Steps, arun
+from liftline.reads.core import ReadCore
 from liftline.reads.protocol import StatusReply
+from liftline.reads.steps import RedisCall, Step, Steps, arun
 from liftline.settings import Settings
 from liftline.store.redis_store import store_error
 from liftline.tickets import Ticket

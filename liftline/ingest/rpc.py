@@ -23,7 +23,7 @@ from pika.adapters.asyncio_connection import AsyncioConnection
 
 from liftline.errors import BrokerUnavailable, Timeout
 from liftline.queue.connection import parameters
-from liftline.reads.core import GONE, Gone
+from liftline.reads.steps import GONE, Gone
 from liftline.settings import Settings, mask_url
 
 log = logging.getLogger(__name__)

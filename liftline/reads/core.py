@@ -1,19 +1,10 @@
 """The read client, without I/O of its own: one core for the blocking and the asyncio readers.
 
 Each operation (:meth:`ReadCore.get`, ``get_many``, ``wait_applied``,
-``status``, ``stale``, ``stale_many``) is a generator. It yields the I/O it
-needs, one step at a time, and is sent back each step's outcome; its return
-value is the operation's result:
-
-- :class:`RedisCall`: run these commands in one pipeline (no transaction);
-  send back the list of replies.
-- :class:`OwnerCall`: publish ``body`` to the RPC queue ``queue`` (mandatory,
-  direct reply-to) and send back the reply's bytes, or :data:`GONE` when
-  RabbitMQ returned the request as unroutable (the owner's queue is gone).
-
-A transport that fails (Redis or RabbitMQ unreachable, no reply within
-``timeout_s``) throws its LiftlineError into the generator instead. :func:`run`
-and :func:`arun` drive an operation with a blocking or an async ``execute``.
+``status``, ``stale``, ``stale_many``) is a generator of I/O steps
+(:mod:`liftline.reads.steps`: RedisCall, OwnerCall) whose return value is the
+operation's result; ``steps.run`` / ``steps.arun`` drive it over a blocking or
+an asyncio transport.
 
 The owner of a partition comes from :class:`~liftline.cluster.owners.OwnerCache`
 (cached 0.5 s). When that owner answers not_owner, when its queue is gone or
@@ -24,12 +15,11 @@ afresh and asks once more; then it gives up with NoOwner.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Generator, Iterable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from liftline import codec
-from liftline.cluster.owners import Command, OwnerCache
+from liftline.cluster.owners import OwnerCache
 from liftline.errors import (
     BrokerError,
     InvalidMessage,
@@ -54,74 +44,12 @@ from liftline.reads.protocol import (
     ValueReply,
     ValuesReply,
 )
+from liftline.reads.steps import Gone, OwnerCall, RedisCall, Steps, via_redis
 from liftline.settings import Settings
 from liftline.store.keys import Keys
 from liftline.tickets import Ticket
 
-T = TypeVar("T")
 CHUNK_KEYS = 5000  # keys per get-many request: well under the owner's limit
-
-
-@dataclass(frozen=True)
-class RedisCall:
-    """Run ``commands`` (tuples for ``execute_command``) in one pipeline; send back the replies."""
-
-    commands: tuple[Command, ...]
-
-
-@dataclass(frozen=True)
-class OwnerCall:
-    """Send ``request`` to the RPC queue ``queue``; send back the reply's bytes or GONE."""
-
-    queue: str
-    request: Request
-    timeout_s: float
-
-    @property
-    def body(self) -> bytes:
-        return protocol.encode_request(self.request)
-
-
-class Gone:
-    """The outcome of an OwnerCall that RabbitMQ returned: no such queue."""
-
-    def __repr__(self) -> str:
-        return "GONE"
-
-
-GONE = Gone()
-Step = RedisCall | OwnerCall
-Steps = Generator[Step, Any, T]
-
-
-def run(steps: Steps[T], execute: Callable[[Step], Any]) -> T:
-    """Drive ``steps`` with a blocking ``execute``; the operation's result."""
-    outcome: Any = None
-    error: LiftlineError | None = None
-    while True:
-        try:
-            step = steps.send(outcome) if error is None else steps.throw(error)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        try:
-            outcome, error = execute(step), None
-        except LiftlineError as exc:
-            outcome, error = None, exc
-
-
-async def arun(steps: Steps[T], execute: Callable[[Step], Awaitable[Any]]) -> T:
-    """Drive ``steps`` with an async ``execute``; the operation's result."""
-    outcome: Any = None
-    error: LiftlineError | None = None
-    while True:
-        try:
-            step = steps.send(outcome) if error is None else steps.throw(error)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        try:
-            outcome, error = await execute(step), None
-        except LiftlineError as exc:
-            outcome, error = None, exc
 
 
 class ReadCore:
@@ -172,7 +100,7 @@ class ReadCore:
         out: dict[str, ReadResult] = {}
         pending = list(parts)
         for attempt in range(2):
-            owners = yield from _via_redis(
+            owners = yield from via_redis(
                 self.owners.lookup((parts[k] for k in pending), fresh=attempt > 0))
             for key in pending:
                 if parts[key] not in owners:
@@ -257,7 +185,7 @@ class ReadCore:
         """(owner, reply) from the owner of ``partition``, asked once more after a fresh
         lookup when it answered not_owner or its queue was gone."""
         for attempt in range(2):
-            found = yield from _via_redis(self.owners.lookup((partition,), fresh=attempt > 0))
+            found = yield from via_redis(self.owners.lookup((partition,), fresh=attempt > 0))
             if partition not in found:
                 raise _no_owner(partition)
             owner = found[partition]
@@ -283,16 +211,6 @@ class ReadCore:
         if not 0 <= ticket.partition < self.partitions:
             raise InvalidWrite(f"ticket partition {ticket.partition} is out of range "
                                f"(the cluster has {self.partitions})")
-
-
-def _via_redis(lookup: Generator[list[Command], list[Any], T]) -> Steps[T]:
-    """A generator of Redis command lists (the cluster layer's lookups) as RedisCall steps."""
-    try:
-        commands = next(lookup)
-        while True:
-            commands = lookup.send((yield RedisCall(tuple(commands))))
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
 
 
 def _no_owner(partition: int) -> NoOwner:

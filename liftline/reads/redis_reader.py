@@ -8,7 +8,8 @@ import redis
 
 from liftline.errors import InvalidWrite
 from liftline.reads.base import Reader, ReadResult
-from liftline.reads.core import ReadCore, RedisCall, Step, run
+from liftline.reads.core import ReadCore
+from liftline.reads.steps import RedisCall, Step, run
 from liftline.settings import Settings
 from liftline.store.redis_store import connect, store_error
 from liftline.tickets import Ticket

@@ -16,7 +16,7 @@ import pytest
 from liftline.errors import BrokerError, InvalidWrite, NoOwner, Timeout
 from liftline.partitioning import partition_for
 from liftline.reads.base import NotApplied
-from liftline.reads.core import GONE, Gone, OwnerCall, ReadCore, RedisCall, Step, run
+from liftline.reads.core import ReadCore
 from liftline.reads.protocol import (
     ErrorReply,
     GetManyRequest,
@@ -28,6 +28,7 @@ from liftline.reads.protocol import (
     decode_request,
     encode_reply,
 )
+from liftline.reads.steps import GONE, Gone, OwnerCall, RedisCall, Step, run
 from liftline.settings import Settings
 from liftline.store.keys import Keys
 from liftline.store.memory import PartitionStore
