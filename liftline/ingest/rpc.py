@@ -1,11 +1,12 @@
 """RPC to partition owners from asyncio code: pika's AsyncioConnection, direct reply-to.
 
-One connection and channel per process, consuming ``amq.rabbitmq.reply-to``;
-each call publishes to the owner's RPC queue with a correlation id and awaits
-its reply. Requests are published ``mandatory``: a queue that is gone (its
-worker died) comes back as a return, answered at once with NoOwner instead of
-a timeout. A lost connection fails the calls in flight (BrokerUnavailable) and
-the next call connects again.
+A transport of bytes: what the bytes mean is :mod:`liftline.reads.protocol`'s
+business. One connection and channel per process, consuming
+``amq.rabbitmq.reply-to``; each call publishes to an owner's RPC queue with a
+correlation id and awaits its reply. Requests are published ``mandatory``: a
+queue that is gone (its worker died) comes back as a return, answered at once
+with GONE instead of a timeout. A lost connection fails the calls in flight
+(BrokerUnavailable) and the next call connects again.
 """
 
 from __future__ import annotations
@@ -20,15 +21,14 @@ import pika
 import pika.exceptions
 from pika.adapters.asyncio_connection import AsyncioConnection
 
-from liftline import codec
-from liftline.errors import BrokerUnavailable, NoOwner, Timeout
+from liftline.errors import BrokerUnavailable, Timeout
 from liftline.queue.connection import parameters
+from liftline.reads.steps import GONE, Gone
 from liftline.settings import Settings, mask_url
 
 log = logging.getLogger(__name__)
 
 REPLY_TO = "amq.rabbitmq.reply-to"
-_GONE = object()
 
 
 class AsyncRpc:
@@ -40,38 +40,34 @@ class AsyncRpc:
         self._conn: AsyncioConnection | None = None
         self._channel: Any = None
         self._ready: asyncio.Future[None] | None = None
-        self._pending: dict[str, asyncio.Future[Any]] = {}
+        self._pending: dict[str, asyncio.Future[bytes | Gone]] = {}
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid()}-{id(self):x}-"
         self._closing = False
 
-    async def call(self, queue: str, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        """The owner's reply to ``request``; Timeout, NoOwner or BrokerUnavailable otherwise."""
+    async def call(self, queue: str, body: bytes, timeout_s: float) -> bytes | Gone:
+        """The reply to ``body`` sent to ``queue``, or GONE when there is no such queue;
+        Timeout or BrokerUnavailable otherwise."""
         await self._connected(min(timeout_s, self.settings.rpc_timeout_s))
         if self._channel is None:
             raise BrokerUnavailable("the RPC channel closed while connecting")
         corr = f"{self._prefix}{next(self._ids)}"
-        waiter: asyncio.Future[Any] = self.loop.create_future()
+        waiter: asyncio.Future[bytes | Gone] = self.loop.create_future()
         self._pending[corr] = waiter
         try:
             self._channel.basic_publish(
-                "", queue, codec.pack(request),
+                "", queue, body,
                 properties=pika.BasicProperties(reply_to=REPLY_TO, correlation_id=corr),
                 mandatory=True,
             )
             done, _ = await asyncio.wait((waiter,), timeout=timeout_s)
             if not done:
                 raise Timeout(f"{queue} did not answer within {timeout_s:.1f}s")
-            reply = waiter.result()
+            return waiter.result()
         except (pika.exceptions.AMQPError, OSError) as exc:
             raise BrokerUnavailable(f"read request failed: {exc!r}") from exc
         finally:
             self._pending.pop(corr, None)
-        if reply is _GONE:
-            raise NoOwner(f"{queue} does not exist (its worker stopped); retry")
-        if not isinstance(reply, dict):
-            raise BrokerUnavailable("garbled reply")
-        return reply
 
     async def _connected(self, timeout_s: float) -> None:
         if self._channel is not None and self._channel.is_open:
@@ -116,15 +112,12 @@ class AsyncRpc:
         waiter = self._pending.get(props.correlation_id or "")
         if waiter is None or waiter.done():
             return
-        try:
-            waiter.set_result(codec.unpack(body))
-        except Exception as exc:  # a garbled reply is reported as such
-            waiter.set_result(exc)
+        waiter.set_result(bytes(body))
 
     def _on_return(self, _channel: Any, _method: Any, props: Any, _body: bytes) -> None:
         waiter = self._pending.get(props.correlation_id or "")
         if waiter is not None and not waiter.done():
-            waiter.set_result(_GONE)
+            waiter.set_result(GONE)
 
     def _on_open_error(self, conn: Any, error: BaseException) -> None:
         if conn is not self._conn:

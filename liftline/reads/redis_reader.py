@@ -2,35 +2,54 @@
 
 from __future__ import annotations
 
-from liftline import codec
+from typing import Any
+
+import redis
+
 from liftline.errors import InvalidWrite
-from liftline.partitioning import partition_for
 from liftline.reads.base import Reader, ReadResult
+from liftline.reads.core import ReadCore
+from liftline.reads.steps import RedisCall, Step, run
 from liftline.settings import Settings
-from liftline.store.redis_store import RedisStore, connect
+from liftline.store.redis_store import connect, store_error
 from liftline.tickets import Ticket
 
 
+def run_redis(client: redis.Redis, call: RedisCall) -> list[Any]:
+    """The replies to ``call``'s commands, sent in one pipeline; StoreError otherwise."""
+    try:
+        pipe = client.pipeline(transaction=False)
+        for command in call.commands:
+            pipe.execute_command(*command)
+        return list(pipe.execute())
+    except redis.RedisError as exc:
+        raise store_error(exc) from exc
+
+
 class RedisReader(Reader):
-    """Reads what the owners last flushed (may lag the owner by a flush interval)."""
+    """Reads what the owners last flushed (may lag the owner by a flush interval).
+
+    ``source`` is ``"redis"`` and ``offset`` the partition's flushed offset.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.core = ReadCore(settings)
         self._client = connect(settings.redis_url, timeout_s=settings.query_timeout_s)
-        self._store = RedisStore(self._client, settings.cluster)
 
     def get(self, key: str, *, after: Ticket | None = None,
             timeout_ms: int = 2000) -> ReadResult:
-        codec.check_key(key)
         if after is not None:
             raise InvalidWrite("stale reads cannot wait for a ticket; use a primary read")
-        partition = partition_for(key, self.settings.partitions)
-        entry = self._store.read(key, partition)
-        state = self._store.state(partition)
-        offset = int(state.get("offset", -1))
-        if entry is None:
-            return ReadResult(key, False, None, 0, partition, offset, "redis")
-        return ReadResult(key, True, entry[0], entry[1], partition, offset, "redis")
+        return run(self.core.stale(key), self._execute)
+
+    def get_many(self, keys: list[str]) -> dict[str, ReadResult]:
+        return run(self.core.stale_many(keys), self._execute)
+
+    def _execute(self, step: Step) -> Any:
+        if not isinstance(step, RedisCall):
+            raise TypeError(f"a stale read takes no {type(step).__name__}")
+        return run_redis(self._client, step)
 
     def close(self) -> None:
         self._client.close()

@@ -66,7 +66,8 @@ class Worker:
         self.store = RedisStore(self._redis, settings.cluster)
         self.membership = Membership(self._redis, settings, self.member_id)
         self.ownership = Ownership(self, settings, self.app.reducers)
-        self.reads = ReadServer(self)
+        self.reads = ReadServer(self.settings.partitions,
+                                lambda p: held.store if (held := self.owned.get(p)) else None)
 
     @property
     def owned(self) -> dict[int, Owned]:

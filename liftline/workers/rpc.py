@@ -1,44 +1,57 @@
 """Reads served by a partition's owner over RabbitMQ RPC (direct reply-to).
 
-Request: ``{"k": key, "after": [partition, producer_id, seq] | None, "t": timeout_ms}``.
-Reply: ``{"ok": bool, "found": bool, "v": value, "ver": version, "p": partition,
-"off": applied offset, "err": message, "code": str}``. A read ``after`` a
-ticket waits, up to its timeout, until that write is applied.
-
-Ticket status: ``{"st": [partition, producer_id, seq], "t": timeout_ms}`` →
-``{"ok": true, "applied": bool, "p", "seq": the producer's watermark here,
-"off": applied offset}``; with ``t`` it waits until applied or the timeout.
+The requests and replies are those of :mod:`liftline.reads.protocol`. A read
+``after`` a ticket, or a ticket status asked with a wait, is parked until that
+write is applied here or its time (at most ``MAX_WAIT_MS``) is up; the worker's
+loop calls :meth:`ReadServer.serve_parked` every turn.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import pika
 import pika.exceptions
 
-from liftline import codec
-from liftline.errors import InvalidMessage
+from liftline.errors import InvalidMessage, InvalidWrite
 from liftline.partitioning import partition_for
-
-if TYPE_CHECKING:
-    from liftline.workers.partition_worker import Worker
+from liftline.reads import protocol
+from liftline.reads.protocol import (
+    MAX_REPLY_BYTES,
+    MAX_WAIT_MS,
+    Entry,
+    ErrorReply,
+    GetManyRequest,
+    GetRequest,
+    Reply,
+    StatusReply,
+    StatusRequest,
+    ValueReply,
+    ValuesReply,
+)
+from liftline.store.memory import PartitionStore
 
 log = logging.getLogger(__name__)
-MAX_WAIT_MS = 60_000
-MAX_KEYS_PER_READ = 10_000
-MAX_REQUEST_BYTES = 8 * 1024 * 1024
+
+StoreOf = Callable[[int], PartitionStore | None]
+Waiting = GetRequest | StatusRequest
 
 
 class ReadServer:
-    """Answers get requests from the worker's in-memory stores."""
+    """Answers read requests from the stores of the partitions held here.
 
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
+    ``store_of(partition)`` is the store of a partition this worker holds
+    (primary or standby), or None.
+    """
+
+    def __init__(self, partitions: int, store_of: StoreOf) -> None:
+        self.partitions = partitions
+        self.store_of = store_of
         self._channel: Any = None
-        self._parked: list[tuple[float, str, str, dict[str, Any]]] = []
+        self._parked: list[tuple[float, str, str, Waiting]] = []
 
     def attach(self, channel: Any, queue: str) -> None:
         self._channel = channel
@@ -53,140 +66,101 @@ class ReadServer:
         if not props.reply_to:
             return
         try:
-            request = codec.unpack(body, max_bytes=MAX_REQUEST_BYTES)
-            if not isinstance(request, dict):
-                raise InvalidMessage("request must be a map")
-            if "st" in request:
-                _status_target(request["st"])
-            elif "ks" in request:
-                keys = request["ks"]
-                if not isinstance(keys, list) or len(keys) > MAX_KEYS_PER_READ:
-                    raise InvalidMessage(f"ks must be a list of at most {MAX_KEYS_PER_READ} keys")
-                for key in keys:
-                    codec.check_key(key)
-            else:
-                codec.check_key(request.get("k"))
-        except Exception as exc:  # any bad request gets an error reply, never a crash
-            self._reply(props.reply_to, props.correlation_id,
-                        {"ok": False, "code": "bad_request", "err": str(exc)})
+            request = protocol.decode_request(body)
+        except InvalidMessage as exc:  # a bad request gets an error reply, never a crash
+            self._reply(props.reply_to, props.correlation_id, ErrorReply("bad_request", str(exc)))
             return
-        if "ks" in request:
-            self._reply(props.reply_to, props.correlation_id, self._many(request["ks"]))
+        if isinstance(request, GetManyRequest):
+            self._reply(props.reply_to, props.correlation_id, self.many(request))
             return
-        timeout_ms = min(int(request.get("t") or 0), MAX_WAIT_MS)
-        deadline = time.monotonic() + timeout_ms / 1000.0
-        if "st" in request:
-            # A status asked without a wait is answered at once, applied or not.
-            if not self._status(props.reply_to, props.correlation_id, request,
-                                final=timeout_ms <= 0):
-                self._parked.append((deadline, props.reply_to, props.correlation_id, request))
-            return
-        if not self._answer(props.reply_to, props.correlation_id, request, final=False):
+        # A request without a wait is answered at once, applied or not.
+        wait_ms = min(request.timeout_ms, MAX_WAIT_MS)
+        reply = self.answer(request, final=wait_ms <= 0)
+        if reply is None:
+            deadline = time.monotonic() + wait_ms / 1000.0
             self._parked.append((deadline, props.reply_to, props.correlation_id, request))
+        else:
+            self._reply(props.reply_to, props.correlation_id, reply)
 
     def serve_parked(self, now: float) -> None:
         if not self._parked:
             return
         still = []
         for deadline, reply_to, corr, request in self._parked:
-            answer = self._status if "st" in request else self._answer
-            if not answer(reply_to, corr, request, final=now >= deadline):
+            reply = self.answer(request, final=now >= deadline)
+            if reply is None:
                 still.append((deadline, reply_to, corr, request))
+            else:
+                self._reply(reply_to, corr, reply)
         self._parked = still
 
-    def _answer(self, reply_to: str, corr: str, request: dict[str, Any], final: bool) -> bool:
-        """Reply if possible now; False means 'park it' (the awaited write is not applied yet)."""
-        key = request["k"]
-        partition = partition_for(key, self.worker.settings.partitions)
-        owned = self.worker.owned.get(partition)
-        if owned is None:
-            self._reply(reply_to, corr, {"ok": False, "code": "not_owner", "p": partition,
-                                         "err": f"partition {partition} is not held here"})
-            return True
-        after = request.get("after")
-        if after:
-            try:
-                a_part, a_producer, a_seq = int(after[0]), str(after[1]), int(after[2])
-            except (TypeError, ValueError, IndexError):
-                self._reply(reply_to, corr, {"ok": False, "code": "bad_request",
-                                             "err": "after must be [partition, producer, seq]"})
-                return True
-            a_owned = self.worker.owned.get(a_part)
-            if a_owned is None:
-                self._reply(reply_to, corr, {"ok": False, "code": "not_owner", "p": a_part,
-                                             "err": f"partition {a_part} is not held here"})
-                return True
-            if not a_owned.store.applied(a_producer, a_seq):
+    def answer(self, request: Waiting, *, final: bool) -> Reply | None:
+        """The reply to ``request`` now; None means "park it": its write is not applied
+        yet and ``final`` is false."""
+        if isinstance(request, StatusRequest):
+            return self._status(request, final)
+        partition = partition_for(request.key, self.partitions)
+        store = self.store_of(partition)
+        if store is None:
+            return _not_held(partition)
+        after = request.after
+        if after is not None:
+            awaited = self.store_of(after.partition)
+            if awaited is None:
+                return _not_held(after.partition)
+            if not awaited.applied(after.producer_id, after.seq):
                 if not final:
-                    return False
-                self._reply(reply_to, corr, {
-                    "ok": False, "code": "timeout", "p": a_part,
-                    "off": a_owned.store.applied_offset,
-                    "seq": a_owned.store.watermarks.get(a_producer, 0),
-                    "err": "the write was not applied within the timeout",
-                })
-                return True
-        entry = owned.store.get(key)
-        self._reply(reply_to, corr, {
-            "ok": True, "found": entry is not None, "p": partition,
-            "v": None if entry is None else entry[0], "ver": 0 if entry is None else entry[1],
-            "off": owned.store.applied_offset,
-        })
-        return True
+                    return None
+                return ErrorReply("timeout", "the write was not applied within the timeout",
+                                  after.partition, awaited.applied_offset,
+                                  awaited.watermarks.get(after.producer_id, 0))
+        entry = store.get(request.key)
+        if entry is None:
+            return ValueReply(False, None, 0, partition, store.applied_offset)
+        return ValueReply(True, entry[0], entry[1], partition, store.applied_offset)
 
-    def _status(self, reply_to: str, corr: str, request: dict[str, Any], final: bool) -> bool:
-        """Whether a ticket's write is applied here; False means 'park it' (not yet)."""
-        partition, producer, seq = _status_target(request["st"])
-        owned = self.worker.owned.get(partition)
-        if owned is None:
-            self._reply(reply_to, corr, {"ok": False, "code": "not_owner", "p": partition,
-                                         "err": f"partition {partition} is not held here"})
-            return True
-        applied = owned.store.applied(producer, seq)
+    def _status(self, request: StatusRequest, final: bool) -> Reply | None:
+        ticket = request.ticket
+        store = self.store_of(ticket.partition)
+        if store is None:
+            return _not_held(ticket.partition)
+        applied = store.applied(ticket.producer_id, ticket.seq)
         if not applied and not final:
-            return False
-        self._reply(reply_to, corr, {
-            "ok": True, "applied": applied, "p": partition,
-            "seq": owned.store.watermarks.get(producer, 0), "off": owned.store.applied_offset,
-        })
-        return True
+            return None
+        return StatusReply(applied, ticket.partition, store.watermarks.get(ticket.producer_id, 0),
+                           store.applied_offset)
 
-    def _many(self, keys: list[str]) -> dict[str, Any]:
-        """Values of many keys: ``{"ok", "vals": [[found, value, version] | None …]}``.
-
-        ``None`` marks a key whose partition is not held here.
-        """
-        partitions = self.worker.settings.partitions
-        owned = self.worker.owned
-        vals: list[Any] = []
-        for key in keys:
-            held = owned.get(partition_for(key, partitions))
-            if held is None:
-                vals.append(None)
+    def many(self, request: GetManyRequest) -> ValuesReply:
+        """Each key's entry, or None for a key whose partition is not held here."""
+        entries: list[Entry | None] = []
+        for key in request.keys:
+            store = self.store_of(partition_for(key, self.partitions))
+            if store is None:
+                entries.append(None)
                 continue
-            entry = held.store.get(key)
-            vals.append([False, None, 0] if entry is None else [True, entry[0], entry[1]])
-        return {"ok": True, "vals": vals}
+            entry = store.get(key)
+            entries.append(Entry(False, None, 0) if entry is None
+                           else Entry(True, entry[0], entry[1]))
+        return ValuesReply(tuple(entries))
 
-    def _reply(self, reply_to: str, corr: str, payload: dict[str, Any]) -> None:
+    def _reply(self, reply_to: str, corr: str, reply: Reply) -> None:
         if self._channel is None:
             return
         try:
+            body = protocol.encode_reply(reply)
+        except InvalidWrite as exc:  # a value msgpack cannot carry: say so, do not crash
+            body = protocol.encode_reply(ErrorReply("bad_request", str(exc)))
+        if len(body) > MAX_REPLY_BYTES:
+            body = protocol.encode_reply(ErrorReply(
+                "bad_request", f"the reply would be {len(body)} bytes, over the "
+                               f"{MAX_REPLY_BYTES}-byte limit; ask for fewer keys at once"))
+        try:
             self._channel.basic_publish(
-                "", reply_to, codec.pack(payload),
-                properties=pika.BasicProperties(correlation_id=corr),
+                "", reply_to, body, properties=pika.BasicProperties(correlation_id=corr),
             )
         except (pika.exceptions.AMQPError, OSError) as exc:
             log.warning("read reply failed: %r", exc)
 
 
-def _status_target(raw: Any) -> tuple[int, str, int]:
-    """(partition, producer_id, seq) of a status request; InvalidMessage otherwise."""
-    if not isinstance(raw, list) or len(raw) != 3:
-        raise InvalidMessage("st must be [partition, producer, seq]")
-    partition, producer, seq = raw
-    if (isinstance(partition, bool) or not isinstance(partition, int) or partition < 0
-            or not isinstance(producer, str) or not producer
-            or isinstance(seq, bool) or not isinstance(seq, int) or seq < 1):
-        raise InvalidMessage("st must be [partition >= 0, producer id, seq >= 1]")
-    return partition, producer, seq
+def _not_held(partition: int) -> ErrorReply:
+    return ErrorReply("not_owner", f"partition {partition} is not held here", partition)

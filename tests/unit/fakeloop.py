@@ -28,6 +28,7 @@ from typing import Any
 import pika
 import pika.exceptions
 import pytest
+from liftline.producer.tickets import Batch
 from pika.frame import Method
 from pika.spec import Basic, Confirm, Connection
 
@@ -35,7 +36,6 @@ from liftline import codec
 from liftline.errors import LiftlineError
 from liftline.producer import client as producer_client
 from liftline.producer import tickets as producer_tickets
-from liftline.producer.tickets import Batch
 from liftline.queue.loops import Callback, LoopDriver
 
 # More callbacks than this in one run_ready means the code under test spins.

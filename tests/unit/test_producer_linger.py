@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 from fakeloop import FakeLoop, use_loop_clock
+from liftline.producer.tickets import Ticket
 
 from liftline import codec
 from liftline.errors import Timeout
 from liftline.partitioning import partition_for
 from liftline.producer.client import Producer
-from liftline.producer.tickets import Ticket
 from liftline.settings import Settings
 
 PARTITIONS = 4
