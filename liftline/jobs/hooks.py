@@ -30,18 +30,19 @@ class JobHook:
 
     def before_job(self, ctx: JobContext) -> None:
         """A job is about to run (``ctx.deadline`` is set if it has a timeout, and
-        the time spent here counts toward it). ``ctx.extra`` is this attempt's: what
-        is put there is seen again by :meth:`after_job` (not with processes)."""
+        the time spent here counts toward it, with threads). ``ctx.extra`` is this
+        attempt's: what is put there here is seen again by the other methods."""
 
     def on_timeout(self, ctx: JobContext) -> None:
         """The job overran its timeout; its handler was abandoned (a thread) or
         killed (a process). Its failure follows, through :meth:`on_failure`."""
 
     def on_failure(self, ctx: JobContext, outcome: Retry | Dead) -> Retry | Dead | None:
-        """The attempt failed (``outcome.cause`` is the exception) and the policy
-        chose ``outcome``. Return None to keep it, ``outcome.give_up(reason)`` to
-        end the job dead now, or, for a retry, ``outcome.after(seconds)`` to change
-        its delay. A hook cannot add retries beyond the job's ``retries``."""
+        """The attempt failed (``outcome.cause`` is the exception: with processes, a
+        ``JobError`` with the handler's as text) and the policy chose ``outcome``.
+        Return None to keep it, ``outcome.give_up(reason)`` to end the job dead now,
+        or, for a retry, ``outcome.after(seconds)`` to change its delay. A hook
+        cannot add retries beyond the job's ``retries``."""
         return None
 
     def on_retry(self, ctx: JobContext, retry: Retry) -> None:
@@ -66,9 +67,6 @@ class Hooks:
 
     def __init__(self, hooks: Iterable[Any] = ()) -> None:
         self.hooks = list(hooks)
-
-    def __bool__(self) -> bool:
-        return bool(self.hooks)
 
     def _each(self, method: str, *args: Any) -> None:
         for hook in self.hooks:

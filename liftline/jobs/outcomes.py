@@ -1,14 +1,16 @@
 """The job outcome policy: from what the runner observed of a job to what to do.
 
-Pure and deterministic (the clock and the retry jitter are passed in); no pika,
-no Redis. The runner (:mod:`liftline.jobs.runner`) observes, asks these
-functions, and has :mod:`liftline.jobs.outcome_io` carry the answer out:
+Pure, no pika, no Redis; deterministic but for the retry jitter, which
+:func:`decide` takes as an argument (by default ``JobSpec.delay``'s). The
+runner (:mod:`liftline.jobs.runner`) observes, asks these functions, and has
+:mod:`liftline.jobs.outcome_io` carry the answer out:
 
 - a delivery (:func:`on_delivery`): run it (:class:`Admit`), move it to the
   suspects queue (:class:`ToSuspects`), or dead-letter it unrun (:class:`Reject`);
 - a job whose handler ended or overran (:func:`decide`): :class:`Succeed`,
   :class:`Retry` (in place for a keyed job, else through a delay queue) or
   :class:`Dead`;
+- which delivered jobs start now (:func:`to_start`: a suspect runs alone);
 - a keyed job holding its queue until its retry (:func:`held_retry`): begin it
   again, give it back (the runner is stopping), or wait;
 - a letter in the dead-letter intake (:func:`dead_letter`): why it is dead.
@@ -22,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -59,7 +61,8 @@ class Retry:
 
     @property
     def step_ms(self) -> int:
-        """The delay queue (ms) a retry through the queues waits in: never late."""
+        """The delay queue (ms) a retry through the queues waits in (see
+        :func:`liftline.jobs.topology.delay_step`)."""
         return delay_step(self.delay)
 
     def after(self, seconds: float) -> Retry:
@@ -201,6 +204,18 @@ def on_delivery(body: bytes, message_id: str | None, headers: Mapping[str, Any] 
     if suspect and not keyed and not marked:
         return ToSuspects(job)
     return Admit(job, spec, suspect)
+
+
+def to_start(waiting: Sequence[bool], running: Sequence[bool]) -> int:
+    """How many of the delivered jobs ``waiting`` to start (whether each is a suspect,
+    in delivery order) start now, next to the ``running`` ones: a suspect runs
+    alone, so it waits for the running jobs, and the jobs after it wait for it."""
+    if any(running):
+        return 0
+    for i, suspect in enumerate(waiting):
+        if suspect:
+            return i if running or i > 0 else 1
+    return len(waiting)
 
 
 def held_retry(now: float, retry_at: float,

@@ -215,19 +215,10 @@ class JobRunner:
                                            keyed, suspect=seen.suspect))
 
     def _take_to_begin(self) -> list[_Running]:
-        """The delivered jobs to start this turn (a suspect runs alone: it waits for
-        the running jobs, and the others wait for it)."""
-        if not self._to_begin or any(r.suspect for r in self._running):
-            return []
-        batch, held = self._to_begin, []
-        for i, run in enumerate(batch):
-            if run.suspect and (self._running or i > 0):
-                held, batch = batch[i:], batch[:i]
-                break
-            if run.suspect:
-                held, batch = batch[1:], batch[:1]
-                break
-        self._to_begin = held
+        """The delivered jobs to start this turn, in order (a suspect runs alone)."""
+        n = outcomes.to_start([r.suspect for r in self._to_begin],
+                              [r.suspect for r in self._running])
+        batch, self._to_begin = self._to_begin[:n], self._to_begin[n:]
         return batch
 
     def _submit(self, run: _Running) -> None:
@@ -338,7 +329,7 @@ class JobRunner:
     def _on_dead_intake(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
         """Record a dead job in Redis and park it in the dead-letter queue."""
         letter = outcomes.dead_letter(body, props.message_id, props.headers,
-                             self.settings.job_delivery_limit, int(time.time() * 1000))
+                                      self.settings.job_delivery_limit, int(time.time() * 1000))
         self._out.park(letter, body)
         channel.basic_ack(method.delivery_tag)
         self._hooks.on_dead(letter.context(), letter.dead)
