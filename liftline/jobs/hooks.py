@@ -30,7 +30,8 @@ class JobHook:
 
     def before_job(self, ctx: JobContext) -> None:
         """A job is about to run (``ctx.deadline`` is set if it has a timeout, and
-        the time spent here counts toward it, with threads). ``ctx.extra`` is this
+        the time spent here counts toward it, with threads: a job may time out, and
+        the other methods be called, while this still runs). ``ctx.extra`` is this
         attempt's: what is put there here is seen again by the other methods."""
 
     def on_timeout(self, ctx: JobContext) -> None:
