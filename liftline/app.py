@@ -1,4 +1,4 @@
-"""App: the registry of an application's reducers and job handlers.
+"""App: the registry of an application's reducers, job handlers and job hooks.
 
 There is no global default App; create one and pass it (``liftline worker
 --app module:attr`` imports it).
@@ -61,12 +61,14 @@ class JobSpec:
 
 
 class App:
-    """Reducers (custom write ops) and jobs of one application."""
+    """Reducers (custom write ops), jobs and job hooks of one application."""
 
     def __init__(self, name: str = "liftline") -> None:
         self.name = name
         self.reducers: dict[str, Reducer] = {}
         self.jobs: dict[str, JobSpec] = {}
+        # Kept as plain objects: the core does not import the jobs layer that calls them.
+        self.job_hooks: list[Any] = []
 
     def reducer(self, op: str) -> Callable[[Reducer], Reducer]:
         """Register ``fn(current, value) -> new`` as the write op ``op``.
@@ -104,6 +106,15 @@ class App:
             return fn
 
         return register
+
+    def add_job_hook(self, hook: Any) -> Any:
+        """Have the job runner call ``hook``, an instance of a subclass of
+        ``liftline.jobs.hooks.JobHook``, around every job; hooks are called in the
+        order they were added. Returns ``hook``."""
+        if isinstance(hook, type):
+            raise ConfigError(f"add_job_hook({hook.__name__}): pass an instance, not the class")
+        self.job_hooks.append(hook)
+        return hook
 
 
 def load_app(spec: str) -> App:

@@ -28,14 +28,14 @@ from typing import Any
 import pika
 import pika.exceptions
 import pytest
-from liftline.producer.tickets import Batch
 from pika.frame import Method
 from pika.spec import Basic, Confirm, Connection
 
 from liftline import codec
 from liftline.errors import LiftlineError
 from liftline.producer import client as producer_client
-from liftline.producer import tickets as producer_tickets
+from liftline.queue import batch as batch_module
+from liftline.queue.batch import Batch
 from liftline.queue.loops import Callback, LoopDriver
 
 # More callbacks than this in one run_ready means the code under test spins.
@@ -387,7 +387,7 @@ def use_loop_clock(monkeypatch: pytest.MonkeyPatch, loop: FakeLoop) -> None:
     is replaced, in those two modules, for the test's duration.
     """
     fake_time = SimpleNamespace(monotonic=loop.now)
-    monkeypatch.setattr(producer_tickets, "time", fake_time)
+    monkeypatch.setattr(batch_module, "time", fake_time)
     monkeypatch.setattr(producer_client, "time", fake_time)
 
 

@@ -1,11 +1,11 @@
-"""liftline.jobs.runner.plan_acks: acking many finished jobs at once never acks an open one."""
+"""liftline.jobs.acks.plan_acks: acking many finished jobs at once never acks an open one."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from liftline.jobs.runner import plan_acks
+from liftline.jobs.acks import plan_acks
 
 
 def test_finished_below_every_open_delivery_take_one_multiple_ack():

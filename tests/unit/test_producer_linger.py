@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 from fakeloop import FakeLoop, use_loop_clock
-from liftline.producer.tickets import Ticket
 
 from liftline import codec
 from liftline.errors import Timeout
 from liftline.partitioning import partition_for
 from liftline.producer.client import Producer
 from liftline.settings import Settings
+from liftline.tickets import Ticket
 
 PARTITIONS = 4
 LINGER_S = 0.010  # linger_ms=10: the polling loop ticks every 5 ms
