@@ -42,9 +42,11 @@ _MAX_TRACEBACK = 8000
 # -- what to do with a job that ran ---------------------------------------------
 @dataclass(frozen=True)
 class Succeed:
-    """Store ``result`` as the job's result, then ack."""
+    """Store ``result`` as the job's result, then ack. ``packed`` is its msgpack
+    form, made once when the policy checked that it encodes, and stored as is."""
 
     result: Any
+    packed: bytes = field(default=b"", compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -121,11 +123,11 @@ def decide(seen: Finished, delay: Callable[[int], float] | None = None) -> Outco
         error = TimeoutError(f"no result within {seen.spec.timeout}s")
     elif error is None:
         try:
-            codec.pack(seen.result)
+            packed = codec.pack(seen.result)
         except InvalidWrite as exc:
             error = exc
         else:
-            return Succeed(seen.result)
+            return Succeed(seen.result, packed)
     text = f"{type(error).__name__}: {error}"
     tb = "".join(traceback.format_exception(error))[-_MAX_TRACEBACK:]
     attempt = seen.job.attempt

@@ -288,7 +288,7 @@ class JobRunner:
         if not done and not begin:
             return
         states = self.status.settle_many(
-            [(r.job.id, r.job.name, r.job.attempt, ok.result) for r, ok in done],
+            [(r.job.id, r.job.name, r.job.attempt, ok.packed) for r, ok in done],
             [(r.job.id, r.job.name, r.job.attempt) for r in begin], self.member_id)
         self._acks.ack_finished([(run.channel, run.tag) for run, _ in done])
         for run, ok in done:

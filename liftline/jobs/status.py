@@ -67,10 +67,11 @@ class JobStatus:
                      [name, now, key or "", _PENDING_TTL_S]) for job_id, name, key in jobs]
         return [bool(r) for r in self._execute(pipe, scripted)]
 
-    def settle_many(self, succeeded: list[tuple[str, str, int, Any]],
+    def settle_many(self, succeeded: list[tuple[str, str, int, bytes]],
                     begin: list[tuple[str, str, int]], worker: str) -> list[str]:
         """One round trip for a turn of the runner: store the results of the
-        ``succeeded`` ``(id, name, attempt, result)`` jobs, then mark the ``begin``
+        ``succeeded`` ``(id, name, attempt, packed result)`` jobs (msgpack, as
+        ``codec.pack`` made it), then mark the ``begin``
         ``(id, name, attempt)`` jobs running unless they ended already; returns the
         previous state of each ``begin`` job."""
         pipe = self.client.pipeline(transaction=False)
@@ -80,7 +81,7 @@ class JobStatus:
             key = self.keys.job(job_id)
             pipe.hset(key, mapping={"state": "succeeded", "attempt": attempt,
                                     "updated": now, "name": name, "error": "",
-                                    "result": codec.pack(result)})
+                                    "result": result})
             pipe.expire(key, self.result_ttl_s)
             per_name[name] = per_name.get(name, 0) + 1
         minute = int(now // 60)

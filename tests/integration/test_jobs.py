@@ -8,6 +8,7 @@ import pika
 import pytest
 from helpers import run_liftline, wait_until
 
+from liftline import codec
 from liftline.errors import InvalidWrite, NotFound, Timeout
 from liftline.jobs.client import JobClient, JobFailed
 from liftline.jobs.dead import list_dead, replay
@@ -252,7 +253,7 @@ def test_status_round_trips_survive_a_script_flush(redis_client, cluster_name):
         ["queued", "queued"]
     redis_client.script_flush()
     # One turn: a's result stored, then c begun and a begun again (already ended).
-    assert status.settle_many([("a", "echo", 1, {"ok": 1})],
+    assert status.settle_many([("a", "echo", 1, codec.pack({"ok": 1}))],
                               [("c", "echo", 1), ("a", "echo", 2)], "w1") == \
         ["queued", "succeeded"]
     assert status.get("a")["state"] == "succeeded"
