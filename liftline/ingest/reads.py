@@ -21,16 +21,14 @@ from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from liftline.errors import InvalidWrite
 from liftline.ingest.rpc import AsyncRpc
 from liftline.reads.base import NotApplied, ReadResult
 from liftline.reads.core import ReadCore
 from liftline.reads.protocol import StatusReply
-from liftline.reads.steps import RedisCall, Step, Steps, arun
+from liftline.reads.steps import RedisCall, Step, Steps, arun, arun_redis
 from liftline.settings import Settings
-from liftline.store.redis_store import store_error
 from liftline.tickets import Ticket
 
 __all__ = ["AsyncReads", "NotApplied"]
@@ -77,13 +75,7 @@ class AsyncReads:
     async def _execute(self, step: Step) -> Any:
         if not isinstance(step, RedisCall):
             return await self.rpc.call(step.queue, step.body, step.timeout_s)
-        try:
-            pipe = self.redis.pipeline(transaction=False)
-            for command in step.commands:
-                pipe.execute_command(*command)
-            return await pipe.execute()
-        except RedisError as exc:
-            raise store_error(exc) from exc
+        return await arun_redis(self.redis, step)
 
 
 def _stale(consistency: str) -> bool:

@@ -14,8 +14,7 @@ from liftline.queue.connection import connect_blocking
 from liftline.reads.base import Reader, ReadResult, TicketStatus
 from liftline.reads.core import ReadCore
 from liftline.reads.protocol import StatusReply
-from liftline.reads.redis_reader import run_redis
-from liftline.reads.steps import GONE, Gone, OwnerCall, RedisCall, Step, Steps, run
+from liftline.reads.steps import GONE, Gone, OwnerCall, RedisCall, Step, Steps, run, run_redis
 from liftline.settings import Settings
 from liftline.store.redis_store import connect
 from liftline.tickets import Ticket

@@ -4,26 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
-
 from liftline.errors import InvalidWrite
 from liftline.reads.base import Reader, ReadResult
 from liftline.reads.core import ReadCore
-from liftline.reads.steps import RedisCall, Step, run
+from liftline.reads.steps import RedisCall, Step, run, run_redis
 from liftline.settings import Settings
-from liftline.store.redis_store import connect, store_error
+from liftline.store.redis_store import connect
 from liftline.tickets import Ticket
-
-
-def run_redis(client: redis.Redis, call: RedisCall) -> list[Any]:
-    """The replies to ``call``'s commands, sent in one pipeline; StoreError otherwise."""
-    try:
-        pipe = client.pipeline(transaction=False)
-        for command in call.commands:
-            pipe.execute_command(*command)
-        return list(pipe.execute())
-    except redis.RedisError as exc:
-        raise store_error(exc) from exc
 
 
 class RedisReader(Reader):

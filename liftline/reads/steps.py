@@ -1,4 +1,5 @@
-"""The I/O steps of the read core, and the two loops that carry them out.
+"""The I/O steps of the read core, the two loops that drive an operation, and
+the two ways to carry out a RedisCall (blocking and asyncio redis-py).
 
 An operation of :class:`~liftline.reads.core.ReadCore` is a generator: it
 yields one step at a time, is sent back the step's outcome, and returns its
@@ -22,10 +23,13 @@ from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from redis.exceptions import RedisError
+
 from liftline.cluster.owners import Command
 from liftline.errors import LiftlineError
 from liftline.reads import protocol
 from liftline.reads.protocol import Request
+from liftline.store.redis_store import store_error
 
 T = TypeVar("T")
 
@@ -90,6 +94,29 @@ async def arun(steps: Steps[T], execute: Callable[[Step], Awaitable[Any]]) -> T:
             outcome, error = await execute(step), None
         except LiftlineError as exc:
             outcome, error = None, exc
+
+
+def run_redis(client: Any, call: RedisCall) -> list[Any]:
+    """The replies to ``call``'s commands from a blocking redis-py client, in one
+    pipeline; StoreError / StoreUnavailable otherwise."""
+    try:
+        pipe = client.pipeline(transaction=False)
+        for command in call.commands:
+            pipe.execute_command(*command)
+        return list(pipe.execute())
+    except RedisError as exc:
+        raise store_error(exc) from exc
+
+
+async def arun_redis(client: Any, call: RedisCall) -> list[Any]:
+    """:func:`run_redis` for a ``redis.asyncio`` client."""
+    try:
+        pipe = client.pipeline(transaction=False)
+        for command in call.commands:
+            pipe.execute_command(*command)
+        return list(await pipe.execute())
+    except RedisError as exc:
+        raise store_error(exc) from exc
 
 
 def via_redis(lookup: Generator[list[Command], list[Any], T]) -> Steps[T]:
