@@ -61,6 +61,11 @@ class Settings:
     # worker's loop may take before it flushes and heart-beats again.
     prefetch: int = 8
     append_cap: int = 1000
+    # Producer ids expire this long after they were made (ids carry their time):
+    # workers then forget their watermarks, and producers take a new id halfway
+    # through, so a retried batch still has half the window to arrive. The
+    # cluster keeps the value its first worker or producer stored.
+    producer_id_ttl_s: int = 86_400
     # Stream retention; entries newer than the last flush must never be dropped.
     stream_max_bytes: int = 20 * 1024**3
     stream_segment_bytes: int = 64 * 1024**2
@@ -76,6 +81,7 @@ class Settings:
     job_result_ttl_s: int = 86_400
     job_delivery_limit: int = 5
     job_key_queues: int = 16
+    job_dead_max: int = 100_000  # dead jobs kept for replay; the oldest go first
     # Local stack.
     data_dir: str = ".liftline"
     management_url: str = ""
@@ -118,11 +124,13 @@ class Settings:
             raise ConfigError(f"partitions={self.partitions}: must be 1..4096")
         if not 1 <= self.replicas <= 5:
             raise ConfigError(f"replicas={self.replicas}: must be 1..5")
-        for name in ("job_result_ttl_s", "job_delivery_limit", "job_key_queues",
+        for name in ("job_result_ttl_s", "job_delivery_limit", "job_key_queues", "job_dead_max",
                      "batch_max_writes", "batch_max_bytes", "flush_interval_ms",
                      "flush_max_writes", "prefetch", "append_cap", "reconnect_attempts"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
+        if self.producer_id_ttl_s < 4:
+            raise ConfigError(f"producer_id_ttl_s={self.producer_id_ttl_s}: must be >= 4")
         if self.batch_max_bytes > MAX_BATCH_BYTES:
             raise ConfigError(f"batch_max_bytes: at most {MAX_BATCH_BYTES} (what workers accept)")
         if self.linger_ms < 0 or self.ingest_linger_ms < 0:

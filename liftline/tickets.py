@@ -6,9 +6,28 @@ workers, so it lives in the core (no broker, no Redis).
 
 from __future__ import annotations
 
+import re
+import secrets
+import time
 from typing import NamedTuple
 
 from liftline.errors import InvalidWrite
+
+# A producer id liftline makes: its creation time (8 hex digits of Unix seconds),
+# a dash, 12 random hex digits. Workers expire such ids by that time; an id of
+# any other form is the caller's and never expires.
+_TIMED_ID = re.compile(r"([0-9a-f]{8})-[0-9a-f]{12}")
+
+
+def new_producer_id(now: float | None = None) -> str:
+    """A fresh producer id that carries its creation time (see :func:`id_created`)."""
+    return f"{int(time.time() if now is None else now):08x}-{secrets.token_hex(6)}"
+
+
+def id_created(producer_id: str) -> int | None:
+    """The creation time (Unix seconds) of an id from :func:`new_producer_id`, else None."""
+    found = _TIMED_ID.fullmatch(producer_id)
+    return None if found is None else int(found.group(1), 16)
 
 
 class Ticket(NamedTuple):

@@ -21,9 +21,10 @@ from liftline.store.redis_store import RedisStore, connect
 
 
 def check_partitions(client: redis.Redis, settings: Settings) -> int:
-    """Create the cluster with ``settings.partitions`` or check it has as many;
-    returns P. ConfigError when it has another count."""
-    return RedisStore(client, settings.cluster).ensure_cluster(settings.partitions)
+    """Create the cluster with ``settings.partitions`` and ``producer_id_ttl_s``, or
+    check it has the same; returns P. ConfigError when it differs."""
+    return RedisStore(client, settings.cluster).ensure_cluster(
+        settings.partitions, settings.producer_id_ttl_s)
 
 
 def declare(channel: Any, settings: Settings) -> Names:

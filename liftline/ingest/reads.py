@@ -65,7 +65,7 @@ class AsyncReads:
         return await self._run(self.core.wait_applied(ticket, timeout_ms))
 
     async def status(self, ticket: Ticket) -> dict[str, Any]:
-        """``{"ticket", "partition", "status": queued|applied|persisted, "persisted_seq",
+        """``{"ticket", "partition", "status": queued|applied|persisted|expired, "persisted_seq",
         "applied_seq"}``."""
         return (await self._run(self.core.status(ticket))).to_dict()
 

@@ -43,7 +43,7 @@ READ = {"type": "object", "required": ["key", "found"], "properties": {
     "version": {"type": "integer"}, "partition": {"type": "integer"},
     "offset": {"type": "integer"}, "source": {"type": "string"}}}
 STATUS = {"type": "object", "required": ["ticket", "status"], "properties": {
-    "ticket": TICKET, "status": {"enum": ["queued", "applied", "persisted"]},
+    "ticket": TICKET, "status": {"enum": ["queued", "applied", "persisted", "expired"]},
     "applied_seq": {"type": ["integer", "null"]}, "persisted_seq": {"type": "integer"}}}
 
 

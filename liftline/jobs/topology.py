@@ -11,15 +11,21 @@
   no other job down with it again;
 - ``liftline.<c>.jobs.dlx`` (fanout) → ``…jobs.dead-intake``: where RabbitMQ puts
   a job past ``x-delivery-limit`` (a crash loop) and where workers put a job out
-  of retries; workers record each in Redis and park it in ``…jobs.dead``.
+  of retries; workers record each in Redis and park it in ``…jobs.dead``, which
+  keeps the newest ``job_dead_max`` (the oldest go first: ``x-overflow: drop-head``).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
+import pika.exceptions
+
 from liftline.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # Delay ladder: 50 ms · 1.25ⁿ up to about an hour.
 _LADDER = sorted({int(50 * 1.25**n) for n in range(0, 50) if 50 * 1.25**n <= 3_600_000})
@@ -81,8 +87,27 @@ def declare(channel: Any, settings: Settings) -> JobNames:
         "x-single-active-consumer": True})
     channel.queue_declare(names.intake, durable=True, arguments={"x-queue-type": "quorum"})
     channel.queue_bind(names.intake, names.dlx)
-    channel.queue_declare(names.dead, durable=True, arguments={"x-queue-type": "quorum"})
+    _declare_dead(channel, names, settings)
     return names
+
+
+def _declare_dead(channel: Any, names: JobNames, settings: Settings) -> None:
+    """The parking queue of dead jobs, bounded; last, for its channel may close.
+
+    A cluster made before the bound existed has the queue without it, and
+    RabbitMQ refuses a declare with other arguments (406, closing the channel):
+    that queue is kept as it is, with a warning saying how to bound it.
+    """
+    try:
+        channel.queue_declare(names.dead, durable=True, arguments={
+            "x-queue-type": "quorum", "x-max-length": settings.job_dead_max,
+            "x-overflow": "drop-head"})
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code != 406:
+            raise
+        log.warning("%s exists without a length bound (made by an earlier liftline); "
+                    "bound it with a RabbitMQ policy (max-length %d) or replay and "
+                    "delete it", names.dead, settings.job_dead_max)
 
 
 def declare_delay(channel: Any, names: JobNames, ms: int) -> str:

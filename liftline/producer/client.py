@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import threading
 import time
 from collections import deque
@@ -33,7 +32,7 @@ from liftline.queue.batch import Batch
 from liftline.queue.loops import LoopDriver
 from liftline.queue.publisher import ConfirmingPublisher
 from liftline.settings import Settings
-from liftline.tickets import Ticket
+from liftline.tickets import Ticket, new_producer_id
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,13 @@ class Producer:
     ) -> None:
         self.settings = settings or Settings.from_env()
         self.app = app
-        self.producer_id = producer_id or secrets.token_hex(8)
+        # An id of the Producer's own carries its creation time, and the Producer
+        # takes a new one halfway through producer_id_ttl_s (workers expire ids by
+        # age; the other half is the time a retried batch has left to arrive).
+        # An id the caller gives is kept for the Producer's life and never expires.
+        self.producer_id = producer_id or new_producer_id()
+        self._renew_at = (time.time() + self.settings.producer_id_ttl_s / 2
+                          if producer_id is None else float("inf"))
         self._partitions = self.settings.partitions
         self._max_buffered = max_buffered
         self._lock = threading.Lock()
@@ -116,7 +121,11 @@ class Producer:
                 self._sealed.append(self._open.pop(partition))
                 batch, wake = None, True
             if batch is None:
-                batch = self._open[partition] = Batch(partition, self._next_seq[partition])
+                if self._renew_at <= time.time():
+                    self._renew_id()
+                    wake = True
+                batch = self._open[partition] = Batch(partition, self._next_seq[partition],
+                                                      self.producer_id)
                 opened = True
                 while self._unsettled and self._unsettled[0].done:
                     self._unsettled.popleft()
@@ -132,7 +141,7 @@ class Producer:
             self._publisher.wake()
         if opened:
             self._publisher.batch_opened()
-        return WriteFuture(batch, Ticket(partition, self.producer_id, seq))
+        return WriteFuture(batch, Ticket(partition, batch.producer_id, seq))
 
     def write(self, op: str, key: str, value: Any = None, arg: Any = None,
               timeout: float | None = None) -> Ticket:
@@ -178,6 +187,16 @@ class Producer:
             jobs = self._jobs
         return jobs.enqueue(name, key=key, job_id=job_id, **args)
 
+    def _renew_id(self) -> None:
+        """Take a fresh producer id (under the lock): open batches are sealed under
+        the old one, and sequence numbers start again at 1."""
+        self._sealed.extend(self._open.values())
+        self._open.clear()
+        self.producer_id = new_producer_id()
+        self._next_seq = [1] * self._partitions
+        self._renew_at = time.time() + self.settings.producer_id_ttl_s / 2
+        log.info("producer takes the new id %s", self.producer_id)
+
     # -- batching plumbing (called on the publisher's thread) --------------
     def _drain(self, everything: bool) -> list[Batch]:
         """Seal batches that lingered long enough and hand them out, packed."""
@@ -192,8 +211,8 @@ class Producer:
             if released:
                 self._space.notify_all()
         for batch in out:
-            batch.message_id = f"{self.producer_id}:{batch.partition}:{batch.first_seq}"
-            batch.body = codec.pack_batch(self.producer_id, batch.first_seq, batch.writes)
+            batch.message_id = f"{batch.producer_id}:{batch.partition}:{batch.first_seq}"
+            batch.body = codec.pack_batch(batch.producer_id, batch.first_seq, batch.writes)
         return out
 
     def _give_up(self, error: LiftlineError) -> None:

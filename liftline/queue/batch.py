@@ -23,12 +23,13 @@ class Batch:
     all of them.
     """
 
-    __slots__ = ("partition", "first_seq", "writes", "size", "created", "sent_at",
+    __slots__ = ("partition", "first_seq", "producer_id", "writes", "size", "created", "sent_at",
                  "body", "message_id", "returned", "error", "done", "_event", "_callbacks")
 
-    def __init__(self, partition: int, first_seq: int) -> None:
+    def __init__(self, partition: int, first_seq: int, producer_id: str = "") -> None:
         self.partition = partition
         self.first_seq = first_seq
+        self.producer_id = producer_id
         self.writes: list[bytes] = []
         self.size = 0
         self.created = time.monotonic()

@@ -31,10 +31,13 @@ class ReadResult:
 @dataclass(frozen=True)
 class TicketStatus:
     """Where a write is: ``queued`` (not applied by a live owner), ``applied`` (in
-    the owner's memory) or ``persisted`` (flushed to Redis)."""
+    the owner's memory), ``persisted`` (flushed to Redis), or ``expired``: its
+    producer id is older than the cluster's ``producer_id_ttl_s``, so whether it
+    was applied is too old to tell (nothing of it can be applied any more; a write
+    refused for it is in the dead letters)."""
 
     ticket: Ticket
-    status: Literal["queued", "applied", "persisted"]
+    status: Literal["queued", "applied", "persisted", "expired"]
     persisted_seq: int  # the producer's watermark in Redis
     applied_seq: int | None  # the producer's watermark at the owner (None: no answer)
 

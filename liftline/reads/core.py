@@ -47,7 +47,7 @@ from liftline.reads.protocol import (
 from liftline.reads.steps import Gone, OwnerCall, RedisCall, Steps, via_redis
 from liftline.settings import Settings
 from liftline.store.keys import Keys
-from liftline.tickets import Ticket
+from liftline.tickets import Ticket, id_created
 
 CHUNK_KEYS = 5000  # keys per get-many request: well under the owner's limit
 
@@ -145,20 +145,28 @@ class ReadCore:
         return reply
 
     def status(self, ticket: Ticket) -> Steps[TicketStatus]:
-        """``persisted`` when Redis' watermark covers the ticket, else ``applied`` when
-        its owner's does, else ``queued`` (no live owner counts as queued)."""
+        """``persisted`` when Redis' watermark covers the ticket, else ``expired`` when
+        its producer id is past the partition's horizon (in Redis or at the owner),
+        else ``applied`` when its owner's watermark covers it, else ``queued`` (no
+        live owner counts as queued)."""
         self._check_ticket(ticket)
-        (raw,) = yield RedisCall((("HGET", self.keys.watermarks(ticket.partition),
-                                   ticket.producer_id),))
+        raw, horizon = yield RedisCall((
+            ("HGET", self.keys.watermarks(ticket.partition), ticket.producer_id),
+            ("HGET", self.keys.state(ticket.partition), "horizon")))
         persisted = int(raw or 0)
         if persisted >= ticket.seq:
             return TicketStatus(ticket, "persisted", persisted, None)
+        created = id_created(ticket.producer_id)
+        if created is not None and created < int(horizon or 0):
+            return TicketStatus(ticket, "expired", persisted, None)
         try:
             reply = yield from self.wait_applied(ticket, 0)
         except NotApplied as exc:
             return TicketStatus(ticket, "queued", persisted, exc.applied_seq)
         except (NoOwner, Timeout):
             return TicketStatus(ticket, "queued", persisted, None)
+        if reply.expired:
+            return TicketStatus(ticket, "expired", persisted, None)
         return TicketStatus(ticket, "applied", persisted, reply.seq)
 
     # -- stale reads -----------------------------------------------------------

@@ -57,7 +57,7 @@ class OwnerReader(Reader):
         return self._run(self.core.wait_applied(ticket, timeout_ms))
 
     def status(self, ticket: Ticket) -> TicketStatus:
-        """Whether the ticket's write is queued, applied or persisted."""
+        """Whether the ticket's write is queued, applied, persisted or expired (too old to tell)."""
         return self._run(self.core.status(ticket))
 
     def _run(self, steps: Steps[T]) -> T:

@@ -19,7 +19,8 @@ A request holds exactly one of ``k``, ``ks``, ``st``; other fields are ignored
 - values: ``{"ok": true, "vals": [[found, value, version] | nil, …]}``, in the
   order of the keys; nil marks a key whose partition is not held there.
 - status: ``{"ok": true, "applied": bool, "p": partition, "seq": the producer's
-  watermark there, "off": applied offset}``
+  watermark there, "off": applied offset, "exp": bool}``; ``exp`` (absent: false)
+  says the producer id has expired there, so whether it was applied is too old to tell
 - error: ``{"ok": false, "code": "bad_request" | "not_owner" | "timeout",
   "err": message, "p": partition, "off": offset, "seq": producer seq}``; ``p``
   comes with not_owner and timeout, ``off`` and ``seq`` (the owner's position)
@@ -111,6 +112,7 @@ class StatusReply:
     partition: int
     seq: int
     offset: int
+    expired: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,8 @@ def encode_reply(reply: Reply) -> bytes:
     elif isinstance(reply, StatusReply):
         body = {"ok": True, "applied": reply.applied, "p": reply.partition, "seq": reply.seq,
                 "off": reply.offset}
+        if reply.expired:
+            body["exp"] = True
     else:
         body = {"ok": False, "code": reply.code, "err": reply.message}
         for name, value in (("p", reply.partition), ("off", reply.offset), ("seq", reply.seq)):
@@ -203,7 +207,8 @@ def decode_reply(body: bytes) -> Reply:
         return ValuesReply(tuple(None if v is None else _entry(v) for v in vals))
     if "applied" in raw:
         return StatusReply(_bool(raw["applied"], "applied"), _int(raw.get("p"), "p", 0),
-                           _int(raw.get("seq"), "seq", 0), _int(raw.get("off"), "off", -1))
+                           _int(raw.get("seq"), "seq", 0), _int(raw.get("off"), "off", -1),
+                           _bool(raw.get("exp", False), "exp"))
     if "found" in raw:
         return ValueReply(_bool(raw["found"], "found"), raw.get("v"),
                           _int(raw.get("ver"), "ver", 0), _int(raw.get("p"), "p", 0),

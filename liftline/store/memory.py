@@ -3,6 +3,13 @@
 Applying the same stream in the same order gives the same state on every
 replica: each op is deterministic, and a write whose ``(producer_id, seq)`` is
 at or below the producer's watermark is a duplicate and is skipped.
+
+Producer ids that carry their creation time (:func:`liftline.tickets.new_producer_id`)
+expire: the partition's clock is the newest creation time among the ids it has
+applied, and an id made more than ``producer_id_ttl_s`` before it is past the
+horizon. Its watermark is forgotten and its batches are refused (dead letters),
+so a retry can never be applied twice, however late it comes. The clock comes
+from the stream alone, so every replica expires the same ids at the same offset.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from typing import Any
 
 from liftline.codec import MAX_DEPTH, MAX_KEY_BYTES, depth
 from liftline.errors import InvalidWrite
+from liftline.tickets import id_created
 
 Reducer = Callable[[Any, Any], Any]
 _NUMBER = (int, float)
@@ -56,10 +64,17 @@ class PartitionStore:
         *,
         reducers: Mapping[str, Reducer] | None = None,
         append_cap: int = 1000,
+        producer_id_ttl_s: int | None = None,
     ) -> None:
         self.partition = partition
         self.data: dict[str, list[Any]] = {}
         self.watermarks: dict[str, int] = {}
+        # producer id → stream offset of its watermark's latest change (or its
+        # expiry) not yet known to be flushed; like ``dirty`` for keys.
+        self.wm_dirty: dict[str, int] = {}
+        self.producer_id_ttl_s = producer_id_ttl_s
+        self.clock = 0  # the newest creation time of an applied producer id
+        self._next_sweep = 0
         self.applied_offset = -1
         # key → stream offset of its latest change not yet known to be flushed.
         self.dirty: dict[str, int] = {}
@@ -76,6 +91,9 @@ class PartitionStore:
         self.data = data
         self.applied_offset = offset
         self.watermarks = dict(watermarks)
+        self.clock = max((c for c in map(id_created, watermarks) if c is not None), default=0)
+        self._next_sweep = self.clock  # the next batch sweeps what expired meanwhile
+        self.wm_dirty.clear()
         self.dirty.clear()
         self.dead.clear()
         self.pending_writes = 0
@@ -86,8 +104,26 @@ class PartitionStore:
         return None if entry is None else (entry[0], entry[1])
 
     def applied(self, producer_id: str, seq: int) -> bool:
-        """Whether the write ``(producer_id, seq)`` is reflected in this state."""
-        return self.watermarks.get(producer_id, 0) >= seq
+        """Whether the write ``(producer_id, seq)`` is reflected in this state, or its
+        producer id has expired (then nothing of it can be applied any more)."""
+        return self.watermarks.get(producer_id, 0) >= seq or self.expired(producer_id)
+
+    @property
+    def horizon(self) -> int:
+        """Producer ids made before this time (Unix seconds) have expired; 0: none."""
+        if self.producer_id_ttl_s is None or not self.clock:
+            return 0
+        return self.clock - self.producer_id_ttl_s
+
+    def expired(self, producer_id: str) -> bool:
+        """Whether ``producer_id`` is past the horizon (its batches are refused)."""
+        created = id_created(producer_id)
+        return created is not None and created < self.horizon
+
+    @property
+    def has_changes(self) -> bool:
+        """Whether a flush would write something besides the offset."""
+        return bool(self.dirty or self.dead or self.wm_dirty)
 
     # -- writes ------------------------------------------------------------
     def dead_letter(self, offset: int, reason: str, raw: bytes = b"") -> None:
@@ -103,6 +139,20 @@ class PartitionStore:
         if offset <= self.applied_offset:
             return 0
         self.applied_offset = offset
+        created = id_created(producer_id)
+        if created is not None and self.producer_id_ttl_s is not None:
+            if created > self.clock:
+                self.clock = created
+                if created >= self._next_sweep:
+                    self._sweep(offset)
+            if created < self.horizon:
+                self.dead.append(DeadLetter(
+                    self.partition, offset,
+                    f"producer id expired: made at {created}, more than "
+                    f"{self.producer_id_ttl_s} s before the partition's newest "
+                    f"({self.clock}); batch of {len(writes)} write(s) not applied",
+                    -1, producer_id, first_seq))
+                return 0
         mark = self.watermarks.get(producer_id, 0)
         last_seq = first_seq + len(writes) - 1
         if last_seq <= mark:
@@ -163,9 +213,24 @@ class PartitionStore:
             dirty[key] = offset
             applied += 1
         self.watermarks[producer_id] = last_seq
+        self.wm_dirty[producer_id] = offset
         self.applied_writes += applied
         self.pending_writes += len(writes)
         return applied
+
+    def _sweep(self, offset: int) -> None:
+        """Forget the watermarks of expired ids (their removal flushes with ``offset``)."""
+        assert self.producer_id_ttl_s is not None
+        horizon = self.horizon
+        gone = [pid for pid in self.watermarks
+                if (created := id_created(pid)) is not None and created < horizon]
+        if gone:
+            for pid in gone:
+                self.wm_dirty[pid] = offset
+            # Rebuilt rather than deleted from: a dict does not shrink as keys go.
+            kept = set(self.watermarks).difference(gone)
+            self.watermarks = {pid: seq for pid, seq in self.watermarks.items() if pid in kept}
+        self._next_sweep = self.clock + max(1, self.producer_id_ttl_s // 16)
 
     def _reject(
         self, offset: int, index: int, producer_id: str, seq: int, write: Any, reason: str
@@ -260,14 +325,18 @@ class PartitionStore:
                 deleted.append(key)
             else:
                 changed.append((key, entry))
+        marks = self.watermarks
         batch = FlushBatch(
             partition=self.partition,
             offset=self.applied_offset,
             changed=changed,
             deleted=deleted,
-            watermarks=dict(self.watermarks),
+            watermarks={pid: marks[pid] for pid in self.wm_dirty if pid in marks},
             dead=self.dead,
+            expired=[pid for pid in self.wm_dirty if pid not in marks],
+            horizon=self.horizon,
         )
+        self.wm_dirty = {}
         self.dirty = {}
         self.dead = []
         self.pending_writes = 0
@@ -279,6 +348,8 @@ class PartitionStore:
             self.dirty.setdefault(key, batch.offset)
         for key in batch.deleted:
             self.dirty.setdefault(key, batch.offset)
+        for pid in [*batch.watermarks, *batch.expired]:
+            self.wm_dirty.setdefault(pid, batch.offset)
         self.dead[:0] = batch.dead
 
     def prune(self, flushed_offset: int) -> None:
@@ -288,6 +359,7 @@ class PartitionStore:
         dirty set holds only what a promotion would still have to flush.
         """
         self.dirty = {k: o for k, o in self.dirty.items() if o > flushed_offset}
+        self.wm_dirty = {k: o for k, o in self.wm_dirty.items() if o > flushed_offset}
         self.dead = [d for d in self.dead if d.offset > flushed_offset]
         self.pending_writes = 0
 
@@ -304,9 +376,12 @@ class FlushBatch:
     offset: int
     changed: list[tuple[str, list[Any]]]
     deleted: list[str]
-    watermarks: dict[str, int]
+    watermarks: dict[str, int]  # the ones that changed since the last flush
     dead: list[DeadLetter]
+    expired: list[str] = field(default_factory=list)  # producer ids whose watermark goes
+    horizon: int = 0  # see PartitionStore.horizon
 
     @property
     def empty(self) -> bool:
-        return not (self.changed or self.deleted or self.dead)
+        return not (self.changed or self.deleted or self.dead or self.watermarks
+                    or self.expired)

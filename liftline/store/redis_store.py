@@ -19,8 +19,9 @@ from liftline.errors import ConfigError, Fenced, StoreError, StoreUnavailable
 from liftline.store.keys import Keys
 from liftline.store.memory import FlushBatch
 
-# ARGV: epoch, offset, n_changed, n_deleted, n_watermarks, n_dead, now,
-#       then key/value pairs, deleted keys, producer/seq pairs, dead-letter payloads.
+# ARGV: epoch, offset, n_changed, n_deleted, n_watermarks, n_dead, now, n_expired,
+#       horizon, then key/value pairs, deleted keys, producer/seq pairs, expired
+#       producer ids, dead-letter payloads. Watermarks are the changed ones only.
 _FLUSH_LUA = """
 local current = tonumber(redis.call('HGET', KEYS[2], 'epoch') or '0')
 local epoch = tonumber(ARGV[1])
@@ -28,8 +29,8 @@ if current > epoch then
   return {0, current}
 end
 local nset, ndel = tonumber(ARGV[3]), tonumber(ARGV[4])
-local nwm, ndead = tonumber(ARGV[5]), tonumber(ARGV[6])
-local i = 8
+local nwm, ndead, nexp = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[8])
+local i = 10
 local last = i + 2 * nset - 1
 while i <= last do
   local stop = math.min(i + 999, last)
@@ -48,10 +49,27 @@ while i <= last do
   redis.call('HSET', KEYS[3], unpack(ARGV, i, stop))
   i = stop + 1
 end
+last = i + nexp - 1
+while i <= last do
+  local stop = math.min(i + 499, last)
+  redis.call('HDEL', KEYS[3], unpack(ARGV, i, stop))
+  i = stop + 1
+end
+-- Redis does not shrink a hash's table as fields go: a watermark hash left with
+-- fewer entries than just expired is written anew, small, so its memory returns.
+if nexp > 0 then
+  local left = redis.call('HLEN', KEYS[3])
+  if left > 0 and left < nexp and left <= 64 then
+    local marks = redis.call('HGETALL', KEYS[3])
+    redis.call('DEL', KEYS[3])
+    redis.call('HSET', KEYS[3], unpack(marks))
+  end
+end
 for j = i, i + ndead - 1 do
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', '100000', '*', 'r', ARGV[j])
 end
-redis.call('HSET', KEYS[2], 'offset', ARGV[2], 'flushed_at', ARGV[7], 'epoch', epoch)
+redis.call('HSET', KEYS[2], 'offset', ARGV[2], 'flushed_at', ARGV[7], 'epoch', epoch,
+           'horizon', ARGV[9])
 return {1, epoch}
 """
 
@@ -94,22 +112,38 @@ class RedisStore:
         self._claim = client.register_script(_CLAIM_LUA)
 
     # -- cluster metadata --------------------------------------------------
-    def ensure_cluster(self, partitions: int) -> int:
-        """Create the cluster with ``partitions`` or check it matches; returns P.
+    def ensure_cluster(self, partitions: int, producer_id_ttl_s: int | None = None) -> int:
+        """Create the cluster with ``partitions`` (and the producer-id window) or
+        check it matches; returns P.
 
-        Raises ConfigError when the cluster exists with another partition count:
-        hashing keys over the wrong P would route them to the wrong streams.
+        Raises ConfigError when the cluster exists with another partition count
+        (hashing keys over the wrong P would route them to the wrong streams) or
+        another producer-id window (replicas that expire ids at different times
+        would disagree on which retried batches to apply).
         """
+        meta = self.keys.meta
         try:
-            self.client.hsetnx(self.keys.meta, "partitions", partitions)
-            self.client.hsetnx(self.keys.meta, "created_at", f"{time.time():.3f}")
-            stored = int(self.client.hget(self.keys.meta, "partitions") or partitions)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hsetnx(meta, "partitions", partitions)
+            pipe.hsetnx(meta, "created_at", f"{time.time():.3f}")
+            if producer_id_ttl_s is not None:
+                pipe.hsetnx(meta, "producer_id_ttl_s", producer_id_ttl_s)
+            pipe.hmget(meta, ["partitions", "producer_id_ttl_s"])
+            stored, stored_ttl = pipe.execute()[-1]
         except redis.RedisError as exc:
             raise store_error(exc) from exc
+        stored = int(stored or partitions)
         if stored != partitions:
             raise ConfigError(
                 f"cluster {self.keys.cluster!r} has {stored} partitions; this client is "
                 f"configured with {partitions} (set LIFTLINE_PARTITIONS={stored})"
+            )
+        if producer_id_ttl_s is not None and stored_ttl is not None \
+                and int(stored_ttl) != producer_id_ttl_s:
+            raise ConfigError(
+                f"cluster {self.keys.cluster!r} expires producer ids after {int(stored_ttl)} s; "
+                f"this client is configured with {producer_id_ttl_s} s "
+                f"(set LIFTLINE_PRODUCER_ID_TTL_S={int(stored_ttl)})"
             )
         return stored
 
@@ -202,6 +236,7 @@ class RedisStore:
         args: list[Any] = [
             epoch, batch.offset, len(batch.changed), len(batch.deleted),
             len(batch.watermarks), len(batch.dead), f"{time.time():.3f}",
+            len(batch.expired), batch.horizon,
         ]
         for key, entry in batch.changed:
             args.append(key)
@@ -210,6 +245,7 @@ class RedisStore:
         for producer, seq in batch.watermarks.items():
             args.append(producer)
             args.append(seq)
+        args.extend(batch.expired)
         for letter in batch.dead:
             args.append(packb(letter.to_dict(), use_bin_type=True))
         p = batch.partition

@@ -147,8 +147,10 @@ class Ownership:
         epoch, claimed_offset = durable.claim(partition, self.host.member_id) \
             if role == PRIMARY else (0, -1)
         data, offset, watermarks = durable.load(partition)
+        # The worker checked at start that the cluster keeps this same window.
         store = PartitionStore(partition, reducers=self.reducers,
-                               append_cap=self.settings.append_cap)
+                               append_cap=self.settings.append_cap,
+                               producer_id_ttl_s=self.settings.producer_id_ttl_s)
         store.load(data, offset, watermarks)
         self.owned[partition] = Owned(store, role, epoch, offset, max(offset, claimed_offset))
         # A loaded snapshot is long-lived: keep the collector from rescanning it.
@@ -206,7 +208,7 @@ class Ownership:
             return
         store = held.store
         decision = plans.flush_decision(held.role, store.applied_offset, held.flushed_offset,
-                                        held.min_flush_offset, bool(store.dirty or store.dead))
+                                        held.min_flush_offset, store.has_changes)
         if decision != FLUSH:
             return
         batch = store.take_flush()

@@ -128,7 +128,7 @@ class ReadServer:
         if not applied and not final:
             return None
         return StatusReply(applied, ticket.partition, store.watermarks.get(ticket.producer_id, 0),
-                           store.applied_offset)
+                           store.applied_offset, store.expired(ticket.producer_id))
 
     def many(self, request: GetManyRequest) -> ValuesReply:
         """Each key's entry, or None for a key whose partition is not held here."""

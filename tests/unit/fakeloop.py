@@ -19,6 +19,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -384,9 +385,10 @@ def use_loop_clock(monkeypatch: pytest.MonkeyPatch, loop: FakeLoop) -> None:
     """Make Batch.created and the Producer's linger read ``loop``'s clock.
 
     Both read ``time.monotonic`` through their module's ``time``; only that name
-    is replaced, in those two modules, for the test's duration.
+    is replaced, in those two modules, for the test's duration (the wall clock,
+    which the Producer's id renewal reads, stays the real one).
     """
-    fake_time = SimpleNamespace(monotonic=loop.now)
+    fake_time = SimpleNamespace(monotonic=loop.now, time=time.time)
     monkeypatch.setattr(batch_module, "time", fake_time)
     monkeypatch.setattr(producer_client, "time", fake_time)
 
