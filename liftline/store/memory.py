@@ -19,13 +19,39 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
+
 from liftline.codec import MAX_DEPTH, MAX_KEY_BYTES, depth
 from liftline.errors import InvalidWrite
 from liftline.tickets import id_created
 
 Reducer = Callable[[Any, Any], Any]
+# An entry: (value, version), or those two packed as Redis holds them (bytes):
+# what is loaded stays packed until a write needs it, and so does a list or a
+# map that ``set`` stores, so a key costs a few dozen bytes instead of hundreds.
+Entry = tuple[Any, int] | bytes
 _NUMBER = (int, float)
 _PLAIN = frozenset({str, int, float, bool, bytes, type(None)})
+_CONTAINER = (dict, list)
+_packb = msgpack.Packer(use_bin_type=True).pack
+
+
+def unpack_entry(entry: Entry) -> tuple[Any, int]:
+    """(value, version) of an entry, decoding a packed one."""
+    if not isinstance(entry, bytes):
+        return entry
+    value, version = msgpack.unpackb(entry, raw=False, strict_map_key=True)
+    return value, version
+
+
+def pack_entry(entry: Entry) -> bytes:
+    """An entry as Redis holds it: ``[value, version]`` in msgpack."""
+    return entry if isinstance(entry, bytes) else _packb(entry)
+
+
+def _stored(value: Any, version: int) -> Entry:
+    """The entry for a value just written: packed when it is a container."""
+    return _packb((value, version)) if value.__class__ in _CONTAINER else (value, version)
 
 
 @dataclass
@@ -52,7 +78,8 @@ class DeadLetter:
 
 
 class PartitionStore:
-    """Keys → ``[value, version]`` for one partition, with dirty tracking.
+    """Keys → entries (``(value, version)``, maybe packed) for one partition, with
+    dirty tracking.
 
     ``version`` counts the writes applied to a key since it was last absent;
     ``cas`` compares against it (0 means absent).
@@ -67,7 +94,7 @@ class PartitionStore:
         producer_id_ttl_s: int | None = None,
     ) -> None:
         self.partition = partition
-        self.data: dict[str, list[Any]] = {}
+        self.data: dict[str, Entry] = {}
         self.watermarks: dict[str, int] = {}
         # producer id → stream offset of its watermark's latest change (or its
         # expiry) not yet known to be flushed; like ``dirty`` for keys.
@@ -86,7 +113,7 @@ class PartitionStore:
         self._reducers = dict(reducers or {})
 
     # -- loading -----------------------------------------------------------
-    def load(self, data: dict[str, list[Any]], offset: int, watermarks: dict[str, int]) -> None:
+    def load(self, data: dict[str, Entry], offset: int, watermarks: dict[str, int]) -> None:
         """Replace the state with a flushed snapshot (nothing becomes dirty)."""
         self.data = data
         self.applied_offset = offset
@@ -101,7 +128,7 @@ class PartitionStore:
     # -- reads -------------------------------------------------------------
     def get(self, key: str) -> tuple[Any, int] | None:
         entry = self.data.get(key)
-        return None if entry is None else (entry[0], entry[1])
+        return None if entry is None else unpack_entry(entry)
 
     def applied(self, producer_id: str, seq: int) -> bool:
         """Whether the write ``(producer_id, seq)`` is reflected in this state, or its
@@ -176,29 +203,25 @@ class PartitionStore:
                 ):
                     raise InvalidWrite("key must be a non-empty string of at most 512 bytes")
                 value = write[2]
-                entry = data.get(key)
+                raw = data.get(key)
+                entry = unpack_entry(raw) if isinstance(raw, bytes) else raw
                 if op == "incr":
                     if type(value) not in _NUMBER:
                         raise InvalidWrite(
                             f"incr needs an int or float, got {type(value).__name__}"
                         )
                     if entry is None:
-                        data[key] = [value, 1]
+                        data[key] = (value, 1)
                     else:
                         current = entry[0]
                         if type(current) not in _NUMBER:
                             raise InvalidWrite(
                                 f"incr on a {type(current).__name__} value"
                             )
-                        entry[0] = current + value
-                        entry[1] += 1
+                        data[key] = (current + value, entry[1] + 1)
                 elif op == "set":
                     self._check_depth(value)
-                    if entry is None:
-                        data[key] = [value, 1]
-                    else:
-                        entry[0] = value
-                        entry[1] += 1
+                    data[key] = _stored(value, 1 if entry is None else entry[1] + 1)
                 elif op == "delete":
                     if entry is None:
                         continue
@@ -253,7 +276,7 @@ class PartitionStore:
             raise InvalidWrite(f"values of type {kind.__name__} are not allowed")
 
     def _apply_other(
-        self, op: Any, key: str, value: Any, write: list[Any], entry: list[Any] | None
+        self, op: Any, key: str, value: Any, write: list[Any], entry: tuple[Any, int] | None
     ) -> None:
         data = self.data
         arg = write[3] if len(write) == 4 else None
@@ -262,18 +285,18 @@ class PartitionStore:
             if type(value) is not dict:
                 raise InvalidWrite(f"merge needs a dict, got {type(value).__name__}")
             if entry is None:
-                data[key] = [dict(value), 1]
+                data[key] = (dict(value), 1)
             elif type(entry[0]) is not dict:
                 raise InvalidWrite(f"merge on a {type(entry[0]).__name__} value")
             else:
-                entry[0].update(value)
-                entry[1] += 1
+                entry[0].update(value)  # a live dict of this entry alone
+                data[key] = (entry[0], entry[1] + 1)
         elif op == "append":
             cap = self.append_cap if arg is None else arg
             if type(cap) is not int or cap < 1:
                 raise InvalidWrite("append's cap must be an int >= 1")
             if entry is None:
-                data[key] = [[value], 1]
+                data[key] = ([value], 1)
             elif type(entry[0]) is not list:
                 raise InvalidWrite(f"append on a {type(entry[0]).__name__} value")
             else:
@@ -281,10 +304,10 @@ class PartitionStore:
                 items.append(value)
                 if len(items) > cap:
                     del items[: len(items) - cap]
-                entry[1] += 1
+                data[key] = (items, entry[1] + 1)
         elif op == "setnx":
             if entry is None:
-                data[key] = [value, 1]
+                data[key] = _stored(value, 1)
             else:
                 raise _NoChange
         elif op == "cas":
@@ -293,11 +316,7 @@ class PartitionStore:
             current_version = 0 if entry is None else entry[1]
             if current_version != arg:
                 raise _NoChange
-            if entry is None:
-                data[key] = [value, 1]
-            else:
-                entry[0] = value
-                entry[1] += 1
+            data[key] = _stored(value, current_version + 1)
         elif type(op) is str and op in self._reducers:
             try:
                 new = self._reducers[op](None if entry is None else entry[0], value)
@@ -305,11 +324,7 @@ class PartitionStore:
                 raise
             except Exception as exc:  # an app reducer's bug must not stop the partition
                 raise InvalidWrite(f"reducer {op!r} raised {type(exc).__name__}: {exc}") from exc
-            if entry is None:
-                data[key] = [new, 1]
-            else:
-                entry[0] = new
-                entry[1] += 1
+            data[key] = (new, 1) if entry is None else (new, entry[1] + 1)
         else:
             raise InvalidWrite(f"unknown op {op!r}")
 
@@ -317,7 +332,7 @@ class PartitionStore:
     def take_flush(self) -> FlushBatch:
         """Snapshot what changed since the last flush and reset the dirty set."""
         data = self.data
-        changed: list[tuple[str, list[Any]]] = []
+        changed: list[tuple[str, Entry]] = []
         deleted: list[str] = []
         for key in self.dirty:
             entry = data.get(key)
@@ -374,7 +389,7 @@ class FlushBatch:
 
     partition: int
     offset: int
-    changed: list[tuple[str, list[Any]]]
+    changed: list[tuple[str, Entry]]
     deleted: list[str]
     watermarks: dict[str, int]  # the ones that changed since the last flush
     dead: list[DeadLetter]

@@ -17,7 +17,7 @@ import redis
 from liftline import codec
 from liftline.errors import ConfigError, Fenced, StoreError, StoreUnavailable
 from liftline.store.keys import Keys
-from liftline.store.memory import FlushBatch
+from liftline.store.memory import Entry, FlushBatch, pack_entry
 
 # ARGV: epoch, offset, n_changed, n_deleted, n_watermarks, n_dead, now, n_expired,
 #       horizon, then key/value pairs, deleted keys, producer/seq pairs, expired
@@ -196,9 +196,12 @@ class RedisStore:
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     # -- snapshot ----------------------------------------------------------
-    def load(self, partition: int) -> tuple[dict[str, list[Any]], int, dict[str, int]]:
-        """(data, flushed offset, watermarks) of a partition; offset -1 if never flushed."""
-        unpackb = msgpack.unpackb
+    def load(self, partition: int) -> tuple[dict[str, Entry], int, dict[str, int]]:
+        """(data, flushed offset, watermarks) of a partition; offset -1 if never flushed.
+
+        The entries stay packed as Redis holds them (see :mod:`liftline.store.memory`):
+        a key is decoded when a write or a read first needs it.
+        """
         try:
             # One transaction: a snapshot consistent with its offset even while
             # the owner flushes.
@@ -209,8 +212,7 @@ class RedisStore:
             raw_data, offset, wms = pipe.execute()
         except redis.RedisError as exc:
             raise store_error(exc) from exc
-        data = {k.decode(): unpackb(v, raw=False, strict_map_key=True)
-                for k, v in raw_data.items()}
+        data: dict[str, Entry] = {k.decode(): v for k, v in raw_data.items()}
         watermarks = {k.decode(): int(v) for k, v in wms.items()}
         return data, (-1 if offset is None else int(offset)), watermarks
 
@@ -232,7 +234,6 @@ class RedisStore:
         it now) and StoreUnavailable when Redis cannot be reached; in both cases
         nothing of the batch was written.
         """
-        packb = msgpack.packb
         args: list[Any] = [
             epoch, batch.offset, len(batch.changed), len(batch.deleted),
             len(batch.watermarks), len(batch.dead), f"{time.time():.3f}",
@@ -240,14 +241,14 @@ class RedisStore:
         ]
         for key, entry in batch.changed:
             args.append(key)
-            args.append(packb(entry, use_bin_type=True))
+            args.append(pack_entry(entry))
         args.extend(batch.deleted)
         for producer, seq in batch.watermarks.items():
             args.append(producer)
             args.append(seq)
         args.extend(batch.expired)
         for letter in batch.dead:
-            args.append(packb(letter.to_dict(), use_bin_type=True))
+            args.append(msgpack.packb(letter.to_dict(), use_bin_type=True))
         p = batch.partition
         keys = [self.keys.data(p), self.keys.state(p), self.keys.watermarks(p), self.keys.dead(p)]
         try:

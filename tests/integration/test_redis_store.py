@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from liftline.errors import ConfigError, Fenced
-from liftline.store.memory import PartitionStore
+from liftline.store.memory import PartitionStore, unpack_entry
 from liftline.store.redis_store import RedisStore
 
+
+def decoded(data: dict[str, Any]) -> dict[str, list[Any]]:
+    """Loaded entries stay packed until used: key → [value, version]."""
+    return {k: list(unpack_entry(e)) for k, e in data.items()}
 
 def _store_with(writes: list[list], offset: int) -> PartitionStore:
     store = PartitionStore(0)
@@ -27,10 +33,10 @@ def test_flush_from_an_older_epoch_is_refused_and_writes_nothing(redis_client, c
     with pytest.raises(Fenced):
         rs.flush(late.take_flush(), old_epoch)
     data, offset, watermarks = rs.load(0)
-    assert data == {"a": [1, 1]} and offset == 0 and watermarks == {"prod": 1}
+    assert decoded(data) == {"a": [1, 1]} and offset == 0 and watermarks == {"prod": 1}
     # The successor's flush goes through.
     rs.flush(_store_with([["set", "a", 5]], 1).take_flush(), new_epoch)
-    assert rs.load(0)[0]["a"] == [5, 1]
+    assert decoded(rs.load(0)[0])["a"] == [5, 1]
 
 
 def test_flush_writes_keys_deletes_watermarks_and_dead_letters_together(redis_client,
@@ -44,7 +50,7 @@ def test_flush_writes_keys_deletes_watermarks_and_dead_letters_together(redis_cl
     rs.flush(store.take_flush(), epoch)
     data, offset, watermarks = rs.load(3)
     assert offset == 1 and watermarks == {"p": 3002}
-    assert len(data) == 2999 and "k2" not in data and data["k1"] == [1, 1]
+    assert len(data) == 2999 and "k2" not in data and decoded(data)["k1"] == [1, 1]
     letters = rs.dead_letters(4)
     assert len(letters) == 1 and letters[0]["partition"] == 3 and letters[0]["seq"] == 3001
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from liftline.errors import Fenced, StoreUnavailable
 from liftline.settings import Settings
-from liftline.store.memory import FlushBatch, PartitionStore
+from liftline.store.memory import FlushBatch, PartitionStore, unpack_entry
 from liftline.workers.ownership import Ownership
 
 
@@ -75,7 +75,7 @@ class FakeDurable:
         self.accepted.append((p, batch.offset, epoch))
 
     def values(self, partition: int) -> dict[str, Any]:
-        return {k: entry[0] for k, entry in self.data[partition].items()}
+        return {k: unpack_entry(entry)[0] for k, entry in self.data[partition].items()}
 
 
 class Streams:
@@ -97,7 +97,7 @@ class Streams:
         store = PartitionStore(partition)
         for offset, (producer, first, writes) in enumerate(self.log[partition]):
             store.apply_batch(offset, producer, first, copy.deepcopy(writes))
-        return {k: entry[0] for k, entry in store.data.items()}
+        return {k: unpack_entry(entry)[0] for k, entry in store.data.items()}
 
 
 class FakeHost:
@@ -160,4 +160,5 @@ class Node:
         return {p: o.role for p, o in self.ownership.owned.items()}
 
     def values(self, partition: int) -> dict[str, Any]:
-        return {k: e[0] for k, e in self.ownership.owned[partition].store.data.items()}
+        data = self.ownership.owned[partition].store.data
+        return {k: unpack_entry(e)[0] for k, e in data.items()}

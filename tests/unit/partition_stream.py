@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 from liftline.errors import InvalidWrite
-from liftline.store.memory import PartitionStore
+from liftline.store.memory import PartitionStore, unpack_entry
 
 
 class Stream:
@@ -30,7 +30,13 @@ class Stream:
 
 
 def values(store: PartitionStore) -> dict[str, Any]:
-    return {key: entry[0] for key, entry in store.data.items()}
+    return {key: unpack_entry(entry)[0] for key, entry in store.data.items()}
+
+
+def decoded(entries: Any) -> dict[str, list[Any]]:
+    """Key → [value, version] of a store's data or a flush's changes (packed or not)."""
+    items = entries.items() if isinstance(entries, dict) else entries
+    return {key: list(unpack_entry(entry)) for key, entry in items}
 
 
 def keep_max(current: Any, value: Any) -> Any:
