@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--backlog", type=int, metavar="M",
                         help="writes of the worker-apply backlog (default 1,000,000; "
                              "200,000 with --quick)")
+    parser.add_argument("--keyspace", type=int, metavar="K",
+                        help="distinct keys of the worker-apply backlog (default 1,000,000); "
+                             "time limits grow with backlog and keyspace past a million")
     parser.add_argument("--duration", type=float, metavar="S",
                         help="seconds of each end-to-end run (default 60; 10 with --quick)")
     parser.add_argument("--rate", type=int, metavar="R",
@@ -89,7 +92,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown or not chosen:
         parser.error(f"--only: unknown scenario(s) {unknown}; choose from {','.join(SCENARIOS)}")
     args.scenarios = [s for s in SCENARIOS if s in chosen]
-    for name in ("writes", "backlog", "duration", "rate", "jobs", "recovery_keys"):
+    for name in ("writes", "backlog", "keyspace", "duration", "rate", "jobs", "recovery_keys"):
         value = getattr(args, name)
         if value is not None and value <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
@@ -133,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         sizes.writes = args.writes
     if args.backlog:
         sizes.backlog = args.backlog
+    if args.keyspace:
+        sizes.keyspace = args.keyspace
+    scale = max(sizes.backlog, sizes.keyspace) / 1_000_000
+    if scale > 1:  # a larger backlog gets proportionally more time, never less
+        sizes.submit_limit_s *= scale
+        sizes.confirm_limit_s *= scale
+        sizes.apply_limit_s *= scale
     if args.duration:
         sizes.duration_s = args.duration
     if args.rate:

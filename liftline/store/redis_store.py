@@ -30,31 +30,21 @@ if current > epoch then
 end
 local nset, ndel = tonumber(ARGV[3]), tonumber(ARGV[4])
 local nwm, ndead, nexp = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[8])
-local i = 10
-local last = i + 2 * nset - 1
-while i <= last do
-  local stop = math.min(i + 999, last)
-  redis.call('HSET', KEYS[1], unpack(ARGV, i, stop))
-  i = stop + 1
+-- Runs cmd on key over count arguments from ARGV[first], step at a time (unpack
+-- has a limit); returns the index after them.
+local function in_steps(cmd, key, first, count, step)
+  local i, last = first, first + count - 1
+  while i <= last do
+    local stop = math.min(i + step - 1, last)
+    redis.call(cmd, key, unpack(ARGV, i, stop))
+    i = stop + 1
+  end
+  return last + 1
 end
-last = i + ndel - 1
-while i <= last do
-  local stop = math.min(i + 499, last)
-  redis.call('HDEL', KEYS[1], unpack(ARGV, i, stop))
-  i = stop + 1
-end
-last = i + 2 * nwm - 1
-while i <= last do
-  local stop = math.min(i + 999, last)
-  redis.call('HSET', KEYS[3], unpack(ARGV, i, stop))
-  i = stop + 1
-end
-last = i + nexp - 1
-while i <= last do
-  local stop = math.min(i + 499, last)
-  redis.call('HDEL', KEYS[3], unpack(ARGV, i, stop))
-  i = stop + 1
-end
+local i = in_steps('HSET', KEYS[1], 10, 2 * nset, 1000)
+i = in_steps('HDEL', KEYS[1], i, ndel, 500)
+i = in_steps('HSET', KEYS[3], i, 2 * nwm, 1000)
+i = in_steps('HDEL', KEYS[3], i, nexp, 500)
 -- Redis does not shrink a hash's table as fields go: a watermark hash left with
 -- fewer entries than just expired is written anew, small, so its memory returns.
 if nexp > 0 then

@@ -186,8 +186,8 @@ def test_a_replica_from_any_snapshot_ends_where_the_primary_ends(
 
 # -- the Producer renews its own id halfway through the window --------------------
 
-def test_the_producer_takes_a_new_id_halfway_and_keeps_each_batch_under_its_own(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def renewing_producer(monkeypatch: pytest.MonkeyPatch) -> tuple[FakeLoop, list[float], Producer]:
+    """A Producer on the fake loop with a 60 s id window and a wall clock the test sets."""
     loop = FakeLoop()
     use_loop_clock(monkeypatch, loop)
     wall = [1_000_000.0]
@@ -196,6 +196,12 @@ def test_the_producer_takes_a_new_id_halfway_and_keeps_each_batch_under_its_own(
     producer = Producer(Settings(partitions=2, linger_ms=10, producer_id_ttl_s=60),
                         declare=False, driver=loop)
     loop.run_ready()
+    return loop, wall, producer
+
+
+def test_the_producer_takes_a_new_id_halfway_and_keeps_each_batch_under_its_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    loop, wall, producer = renewing_producer(monkeypatch)
     first_id = producer.producer_id
     assert id_created(first_id) is not None
     before = [producer.submit("incr", f"k{i}", 1) for i in range(4)]
@@ -232,14 +238,7 @@ def test_a_producer_id_given_by_the_caller_is_kept(monkeypatch: pytest.MonkeyPat
 
 def test_a_renewal_seals_the_open_batches_under_the_old_id(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    loop = FakeLoop()
-    use_loop_clock(monkeypatch, loop)
-    wall = [1_000_000.0]
-    monkeypatch.setattr(producer_client, "time",
-                        SimpleNamespace(monotonic=loop.now, time=lambda: wall[0]))
-    producer = Producer(Settings(partitions=2, linger_ms=10, producer_id_ttl_s=60),
-                        declare=False, driver=loop)
-    loop.run_ready()
+    loop, wall, producer = renewing_producer(monkeypatch)
     k0 = next(f"a{i}" for i in range(100) if partition_for(f"a{i}", 2) == 0)
     k1 = next(f"b{i}" for i in range(100) if partition_for(f"b{i}", 2) == 1)
     old = producer.submit("incr", k0, 1)            # opens partition 0's batch
