@@ -74,6 +74,11 @@ class Settings:
     member_ttl_s: float = 5.0
     # Reads.
     rpc_timeout_s: float = 5.0
+    # Redis replication: a claim or a flush counts only once WAIT says this many
+    # replicas hold it (-1: 1 with a redis+sentinel:// URL, else 0), waiting at
+    # most redis_wait_timeout_ms; else it is retried, never assumed.
+    redis_wait_replicas: int = -1
+    redis_wait_timeout_ms: int = 1000
     # Read-only commands (status, get, deadletters, jobs stats/dead): the wait for
     # each server per connection attempt, so that one that hangs cannot hold them.
     query_timeout_s: float = 3.0
@@ -129,6 +134,10 @@ class Settings:
                      "flush_max_writes", "prefetch", "append_cap", "reconnect_attempts"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")
+        if not -1 <= self.redis_wait_replicas <= 5:
+            raise ConfigError(f"redis_wait_replicas={self.redis_wait_replicas}: must be -1..5")
+        if not 1 <= self.redis_wait_timeout_ms <= 60_000:
+            raise ConfigError("redis_wait_timeout_ms: must be 1..60000")
         if self.producer_id_ttl_s < 4:
             raise ConfigError(f"producer_id_ttl_s={self.producer_id_ttl_s}: must be >= 4")
         if self.batch_max_bytes > MAX_BATCH_BYTES:
@@ -148,7 +157,7 @@ class Settings:
         if self.member_ttl_s <= self.heartbeat_s:
             raise ConfigError("member_ttl_s must be larger than heartbeat_s")
         for name, scheme in (("amqp_url", ("amqp", "amqps")),
-                             ("redis_url", ("redis", "rediss", "unix"))):
+                             ("redis_url", ("redis", "rediss", "unix", "redis+sentinel"))):
             url = getattr(self, name)
             if urllib.parse.urlsplit(url).scheme not in scheme:
                 raise ConfigError(f"{name}={mask_url(url)!r}: scheme must be one of {scheme}")
@@ -221,6 +230,13 @@ class Settings:
                if not k.startswith(ENV_PREFIX) or k.startswith(FOREIGN_ENV_PREFIXES)}
         env.update(self.to_env())
         return env
+
+    @property
+    def wait_replicas(self) -> int:
+        """Replicas that must hold a claim or flush (``redis_wait_replicas`` resolved)."""
+        if self.redis_wait_replicas >= 0:
+            return self.redis_wait_replicas
+        return 1 if self.redis_url.startswith("redis+sentinel://") else 0
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

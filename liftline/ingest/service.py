@@ -38,6 +38,7 @@ from liftline.ingest.validation import ApiError, invalid, write_error_field
 from liftline.jobs.client import JobClient
 from liftline.reads.base import ReadResult
 from liftline.settings import Settings
+from liftline.store.redis_store import aconnect
 from liftline.tickets import Ticket
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,7 @@ class IngestService:
         await loop.run_in_executor(None, bootstrap.prepare, self.settings)
         self.writer = AsyncWriter(self.settings, self.app, loop)
         self._rpc = AsyncRpc(self.settings, loop)
-        self._redis = aioredis.Redis.from_url(self.settings.redis_url, socket_timeout=5,
-                                              socket_connect_timeout=5)
+        self._redis = aconnect(self.settings.redis_url, timeout_s=5)
         self.reads = AsyncReads(self.settings, self._rpc, self._redis)
         self.metrics.producer_id = self.writer.producer_id
         writer = self.writer

@@ -9,10 +9,14 @@ refuses a flush whose epoch is older than the partition's (fencing).
 from __future__ import annotations
 
 import time
-from typing import Any
+import urllib.parse
+from typing import Any, NamedTuple
 
 import msgpack
 import redis
+import redis.asyncio as aioredis
+import redis.asyncio.sentinel as aioredis_sentinel
+import redis.sentinel
 
 from liftline import codec
 from liftline.errors import ConfigError, Fenced, StoreError, StoreUnavailable
@@ -82,22 +86,76 @@ def store_error(exc: redis.RedisError) -> StoreError:
     return StoreError(f"Redis error: {exc}")
 
 
+class SentinelUrl(NamedTuple):
+    """``redis+sentinel://[:password@]host:port[,host:port…]/service[/db]``."""
+
+    sentinels: list[tuple[str, int]]
+    service: str
+    db: int
+    password: str | None
+
+    @classmethod
+    def parse(cls, url: str) -> SentinelUrl:
+        parts = urllib.parse.urlsplit(url)
+        hosts = parts.netloc.rpartition("@")[2]
+        password = urllib.parse.unquote(parts.password) if parts.password else None
+        path = [p for p in parts.path.split("/") if p]
+        try:
+            sentinels = [(h.rpartition(":")[0] or h, int(h.rpartition(":")[2] or 26379))
+                         for h in hosts.split(",") if h]
+            db = int(path[1]) if len(path) > 1 else 0
+        except ValueError as exc:
+            raise ConfigError(f"redis_url: bad Sentinel URL ({exc})") from exc
+        if not sentinels or not path:
+            raise ConfigError("redis_url: a Sentinel URL is "
+                              "redis+sentinel://host:port[,host:port…]/service[/db]")
+        return cls(sentinels, path[0], db, password)
+
+
 def connect(url: str, *, timeout_s: float | None = None) -> redis.Redis:
     """A Redis client for ``url``; connects lazily, retries nothing by itself.
 
     ``timeout_s`` bounds each connect and each reply (default: 5 s to connect,
     10 s for a reply): commands that must answer a person quickly pass less.
+    With a ``redis+sentinel://`` URL the client asks the Sentinels for the
+    service's current primary and asks again after a connection fails, so it
+    follows a failover; scripts are loaded again where the new primary lacks them
+    (redis-py's Script does so on NOSCRIPT).
     """
-    return redis.Redis.from_url(url, socket_timeout=timeout_s or 10,
-                                socket_connect_timeout=timeout_s or 5)
+    reply_s, connect_s = timeout_s or 10, timeout_s or 5
+    if not url.startswith("redis+sentinel://"):
+        return redis.Redis.from_url(url, socket_timeout=reply_s, socket_connect_timeout=connect_s)
+    spec = SentinelUrl.parse(url)
+    sentinel = redis.sentinel.Sentinel(
+        spec.sentinels, socket_timeout=connect_s,
+        sentinel_kwargs={"socket_timeout": connect_s, "socket_connect_timeout": connect_s})
+    return sentinel.master_for(spec.service, db=spec.db, password=spec.password,
+                               socket_timeout=reply_s, socket_connect_timeout=connect_s)
+
+
+def aconnect(url: str, *, timeout_s: float = 5) -> aioredis.Redis:
+    """The asyncio client for ``url`` (the HTTP service's); as :func:`connect`."""
+    if not url.startswith("redis+sentinel://"):
+        return aioredis.Redis.from_url(url, socket_timeout=timeout_s,
+                                       socket_connect_timeout=timeout_s)
+    spec = SentinelUrl.parse(url)
+    sentinel = aioredis_sentinel.Sentinel(
+        spec.sentinels, socket_timeout=timeout_s,
+        sentinel_kwargs={"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s})
+    return sentinel.master_for(spec.service, db=spec.db, password=spec.password,
+                               socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
 
 
 class RedisStore:
     """Partition snapshots, watermarks, epochs and dead letters of one cluster."""
 
-    def __init__(self, client: redis.Redis, cluster: str) -> None:
+    def __init__(self, client: redis.Redis, cluster: str, *, wait_replicas: int = 0,
+                 wait_timeout_ms: int = 1000) -> None:
         self.client = client
         self.keys = Keys(cluster)
+        # Claims and flushes count once this many replicas hold them (see _replicated).
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self._flush = client.register_script(_FLUSH_LUA)
         self._claim = client.register_script(_CLAIM_LUA)
 
@@ -155,9 +213,27 @@ class RedisStore:
             epoch, offset = self._claim(
                 keys=[self.keys.state(partition), self.keys.owners], args=[owner, partition]
             )
+            self._replicated(f"claim of partition {partition}")
         except redis.RedisError as exc:
             raise store_error(exc) from exc
         return int(epoch), int(offset)
+
+    def _replicated(self, what: str) -> None:
+        """Return once ``wait_replicas`` replicas hold what this client wrote so far.
+
+        Redis replicates asynchronously: a failover can lose a write its primary
+        acknowledged, and a stale primary can accept writes for seconds before it
+        is demoted (it has no replicas then). So a claim or flush that fewer
+        replicas hold raises StoreUnavailable; the caller keeps what it would have
+        written and tries again, which is safe as both are idempotent.
+        """
+        if self.wait_replicas <= 0:
+            return
+        got = int(self.client.wait(self.wait_replicas, self.wait_timeout_ms))
+        if got < self.wait_replicas:
+            raise StoreUnavailable(
+                f"{what} reached {got} of {self.wait_replicas} Redis replica(s) within "
+                f"{self.wait_timeout_ms} ms; not counted, to be written again")
 
     def _state_field(self, partitions: list[int], field: str) -> list[Any]:
         try:
@@ -243,6 +319,8 @@ class RedisStore:
         keys = [self.keys.data(p), self.keys.state(p), self.keys.watermarks(p), self.keys.dead(p)]
         try:
             ok, current = self._flush(keys=keys, args=args)
+            if ok:
+                self._replicated(f"flush of partition {p}")
         except redis.RedisError as exc:
             raise store_error(exc) from exc
         if not ok:

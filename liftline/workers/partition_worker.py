@@ -63,7 +63,9 @@ class Worker:
         self._stopping = False
         self._connection: pika.BlockingConnection | None = None
         self._redis = connect(settings.redis_url)
-        self.store = RedisStore(self._redis, settings.cluster)
+        self.store = RedisStore(self._redis, settings.cluster,
+                                wait_replicas=settings.wait_replicas,
+                                wait_timeout_ms=settings.redis_wait_timeout_ms)
         self.membership = Membership(self._redis, settings, self.member_id)
         self.ownership = Ownership(self, settings, self.app.reducers)
         self.reads = ReadServer(self.settings.partitions,

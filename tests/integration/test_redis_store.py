@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from liftline.errors import ConfigError, Fenced
+from liftline.errors import ConfigError, Fenced, StoreUnavailable
 from liftline.store.memory import PartitionStore, unpack_entry
 from liftline.store.redis_store import RedisStore
 
@@ -61,3 +61,19 @@ def test_a_client_with_another_partition_count_is_refused(redis_client, cluster_
     assert rs.ensure_cluster(16) == 16
     with pytest.raises(ConfigError, match="has 16 partitions"):
         rs.ensure_cluster(8)
+
+
+def test_a_claim_or_flush_no_replica_holds_is_not_counted(redis_client, cluster_name):
+    # The session's Redis has no replica: what a stale primary cut off from its
+    # replicas is. A store that needs one replica refuses to count either write.
+    rs = RedisStore(redis_client, cluster_name, wait_replicas=1, wait_timeout_ms=50)
+    with pytest.raises(StoreUnavailable, match="0 of 1 Redis replica"):
+        rs.claim(0, "w1")
+    epoch = RedisStore(redis_client, cluster_name).claim(0, "w1")[0]
+    store = _store_with([["set", "a", 1]], 0)
+    batch = store.take_flush()
+    with pytest.raises(StoreUnavailable, match="flush of partition 0 reached 0 of 1"):
+        rs.flush(batch, epoch)
+    # What the worker does then: the changes go back and are flushed again later.
+    store.restore_unflushed(batch)
+    assert decoded(dict(store.take_flush().changed)) == {"a": [1, 1]}
