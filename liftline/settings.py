@@ -157,7 +157,8 @@ class Settings:
         if self.member_ttl_s <= self.heartbeat_s:
             raise ConfigError("member_ttl_s must be larger than heartbeat_s")
         for name, scheme in (("amqp_url", ("amqp", "amqps")),
-                             ("redis_url", ("redis", "rediss", "unix", "redis+sentinel"))):
+                             ("redis_url", ("redis", "rediss", "unix", "redis+sentinel",
+                                           "redis+cluster"))):
             url = getattr(self, name)
             if urllib.parse.urlsplit(url).scheme not in scheme:
                 raise ConfigError(f"{name}={mask_url(url)!r}: scheme must be one of {scheme}")

@@ -35,7 +35,7 @@ def store(client: redis.Redis, cluster: str, decision: Decision, pool: dict[str,
     if decision.action in (UP, DOWN):
         mapping["change"] = mapping["last"]
     try:
-        pipe = client.pipeline(transaction=True)
+        pipe = client.pipeline(transaction=False)  # two keys, maybe two cluster nodes
         pipe.hset(Keys(cluster).autoscale, mapping=mapping)
         pipe.expire(Keys(cluster).autoscale, TTL_S)
         pipe.rpush(Keys(cluster).autoscale_samples, json.dumps(sample))

@@ -53,7 +53,10 @@ class Membership:
             "report": msgpack.packb(report, use_bin_type=True),
         }
         try:
-            pipe = self.client.pipeline(transaction=True)
+            # The record, its expiry and the members set: one round trip, not one
+            # transaction (they may sit on different nodes of a Redis Cluster); a
+            # member in the set without a record is dropped by whoever reads it.
+            pipe = self.client.pipeline(transaction=False)
             pipe.hset(key, mapping=record)
             pipe.pexpire(key, int(self.settings.member_ttl_s * 1000))
             pipe.sadd(self.keys.members, self.member_id)
@@ -63,7 +66,7 @@ class Membership:
 
     def deregister(self) -> None:
         try:
-            pipe = self.client.pipeline(transaction=True)
+            pipe = self.client.pipeline(transaction=False)
             pipe.delete(self.keys.member(self.member_id))
             pipe.srem(self.keys.members, self.member_id)
             pipe.execute()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 import redis
@@ -14,13 +15,17 @@ from liftline.store.redis_store import store_error
 TERMINAL = ("succeeded", "dead")
 _PENDING_TTL_S = 7 * 86_400
 
+# The scripts touch the job's record alone (one key, one slot, so they run on a
+# Redis Cluster too). The per-name counters beside them are counted in the same
+# round trip, expecting the common outcome, and put right afterwards when a
+# script says otherwise (a repeated enqueue, a job that already ended).
+
 # Create the record only if the id is new: idempotent enqueue.
 _CREATE_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'name', ARGV[1], 'attempt', 0,
            'updated', ARGV[2], 'key', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('HINCRBY', KEYS[2], 'enqueued', 1)
 return 1
 """
 
@@ -32,7 +37,6 @@ if state == 'succeeded' or state == 'dead' then return state end
 redis.call('HSET', KEYS[1], 'state', 'running', 'name', ARGV[1], 'attempt', ARGV[2],
            'updated', ARGV[3], 'worker', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('HINCRBY', KEYS[2], 'started', 1)
 return state or ''
 """
 
@@ -50,22 +54,33 @@ class JobStatus:
 
     def create(self, job_id: str, name: str, key: str | None) -> bool:
         """Record a new queued job; False if the id is already known."""
-        try:
-            self.client.sadd(self.keys.job_names, name)
-            return bool(self._create(keys=[self.keys.job(job_id), self.keys.job_stats(name)],
-                                     args=[name, time.time(), key or "", _PENDING_TTL_S]))
-        except redis.RedisError as exc:
-            raise store_error(exc) from exc
+        return self.create_many([(job_id, name, key)])[0]
 
     def create_many(self, jobs: list[tuple[str, str, str | None]]) -> list[bool]:
         """:meth:`create` for many ``(id, name, key)`` in one round trip."""
         pipe = self.client.pipeline(transaction=False)
-        for name in {name for _, name, _ in jobs}:
+        for name, count in Counter(name for _, name, _ in jobs).items():
             pipe.sadd(self.keys.job_names, name)
+            pipe.hincrby(self.keys.job_stats(name), "enqueued", count)
         now = time.time()
-        scripted = [(self._create, [self.keys.job(job_id), self.keys.job_stats(name)],
+        scripted = [(self._create, [self.keys.job(job_id)],
                      [name, now, key or "", _PENDING_TTL_S]) for job_id, name, key in jobs]
-        return [bool(r) for r in self._execute(pipe, scripted)]
+        created = [bool(r) for r in self._execute(pipe, scripted)]
+        self._uncount("enqueued", Counter(
+            name for (_, name, _), new in zip(jobs, created, strict=True) if not new))
+        return created
+
+    def _uncount(self, counter: str, names: Counter[str]) -> None:
+        """Take back what was counted for a script that did nothing (rare)."""
+        if not names:
+            return
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for name, count in names.items():
+                pipe.hincrby(self.keys.job_stats(name), counter, -count)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise store_error(exc) from exc
 
     def settle_many(self, succeeded: list[tuple[str, str, int, bytes]],
                     begin: list[tuple[str, str, int]], worker: str) -> list[str]:
@@ -87,11 +102,17 @@ class JobStatus:
         minute = int(now // 60)
         for name, count in per_name.items():
             self._count_success(pipe, name, minute, count)
-        scripted = [(self._begin, [self.keys.job(job_id), self.keys.job_stats(name)],
+        for name, count in Counter(name for _, name, _ in begin).items():
+            pipe.hincrby(self.keys.job_stats(name), "started", count)
+        scripted = [(self._begin, [self.keys.job(job_id)],
                      [name, attempt, now, worker, _PENDING_TTL_S])
                     for job_id, name, attempt in begin]
-        return [s.decode() if isinstance(s, bytes) else str(s)
-                for s in self._execute(pipe, scripted)]
+        before = [s.decode() if isinstance(s, bytes) else str(s)
+                  for s in self._execute(pipe, scripted)]
+        self._uncount("started", Counter(
+            name for (_, name, _), state in zip(begin, before, strict=True)
+            if state in TERMINAL))
+        return before
 
     def _execute(self, pipe: Any, scripted: list[tuple[Any, list[str], list[Any]]]
                  ) -> list[Any]:
@@ -105,7 +126,8 @@ class JobStatus:
         try:
             plain = len(pipe)
             for script, keys, args in scripted:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                # execute_command: a cluster pipeline refuses pipe.evalsha, not EVALSHA
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
             replies = pipe.execute(raise_on_error=False)
             out = replies[plain:]
             for n, reply in enumerate(out):
@@ -159,7 +181,9 @@ class JobStatus:
             mapping[k] = codec.pack(v) if k == "result" else ("" if v is None else str(v))
         ttl = self.result_ttl_s if state in TERMINAL else _PENDING_TTL_S
         try:
-            pipe = self.client.pipeline(transaction=True)
+            # The record and its counter live in different slots (a Redis Cluster
+            # may hold them on two nodes): one round trip, not one transaction.
+            pipe = self.client.pipeline(transaction=False)
             pipe.hset(self.keys.job(job_id), mapping=mapping)
             pipe.expire(self.keys.job(job_id), ttl)
             if counter:

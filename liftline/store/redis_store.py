@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import time
 import urllib.parse
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import msgpack
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.cluster as aioredis_cluster
 import redis.asyncio.sentinel as aioredis_sentinel
+import redis.cluster
 import redis.sentinel
 
 from liftline import codec
@@ -69,10 +71,11 @@ return {1, epoch}
 
 # Bumps the epoch (fencing every earlier owner) and returns it with the
 # flushed offset, which no older owner can move any more.
+# The owners hash (where readers look owners up) is written beside it, in the
+# same round trip: it is in another slot, and only a hint (owners confirm).
 _CLAIM_LUA = """
 local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 redis.call('HSET', KEYS[1], 'owner', ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
 local offset = redis.call('HGET', KEYS[1], 'offset') or '-1'
 return {epoch, offset}
 """
@@ -86,6 +89,16 @@ def store_error(exc: redis.RedisError) -> StoreError:
     return StoreError(f"Redis error: {exc}")
 
 
+def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
+    """``host:port[,host:port…]`` (after any ``user:password@``) as pairs."""
+    hosts = netloc.rpartition("@")[2]
+    try:
+        return [(h.rpartition(":")[0] or h, int(h.rpartition(":")[2] or default_port))
+                for h in hosts.split(",") if h]
+    except ValueError as exc:
+        raise ConfigError(f"redis_url: bad host list {hosts!r} ({exc})") from exc
+
+
 class SentinelUrl(NamedTuple):
     """``redis+sentinel://[:password@]host:port[,host:port…]/service[/db]``."""
 
@@ -97,12 +110,10 @@ class SentinelUrl(NamedTuple):
     @classmethod
     def parse(cls, url: str) -> SentinelUrl:
         parts = urllib.parse.urlsplit(url)
-        hosts = parts.netloc.rpartition("@")[2]
         password = urllib.parse.unquote(parts.password) if parts.password else None
         path = [p for p in parts.path.split("/") if p]
+        sentinels = _hosts(parts.netloc, 26379)
         try:
-            sentinels = [(h.rpartition(":")[0] or h, int(h.rpartition(":")[2] or 26379))
-                         for h in hosts.split(",") if h]
             db = int(path[1]) if len(path) > 1 else 0
         except ValueError as exc:
             raise ConfigError(f"redis_url: bad Sentinel URL ({exc})") from exc
@@ -123,6 +134,15 @@ def connect(url: str, *, timeout_s: float | None = None) -> redis.Redis:
     (redis-py's Script does so on NOSCRIPT).
     """
     reply_s, connect_s = timeout_s or 10, timeout_s or 5
+    if url.startswith("redis+cluster://"):
+        parts = urllib.parse.urlsplit(url)
+        # RedisCluster answers every command liftline sends as redis.Redis does;
+        # each partition's keys share a hash tag, so each script runs on one node.
+        return cast(redis.Redis, redis.cluster.RedisCluster(
+            startup_nodes=[redis.cluster.ClusterNode(h, p)
+                           for h, p in _hosts(parts.netloc, 6379)],
+            password=urllib.parse.unquote(parts.password) if parts.password else None,
+            socket_timeout=reply_s, socket_connect_timeout=connect_s))
     if not url.startswith("redis+sentinel://"):
         return redis.Redis.from_url(url, socket_timeout=reply_s, socket_connect_timeout=connect_s)
     spec = SentinelUrl.parse(url)
@@ -135,6 +155,13 @@ def connect(url: str, *, timeout_s: float | None = None) -> redis.Redis:
 
 def aconnect(url: str, *, timeout_s: float = 5) -> aioredis.Redis:
     """The asyncio client for ``url`` (the HTTP service's); as :func:`connect`."""
+    if url.startswith("redis+cluster://"):
+        parts = urllib.parse.urlsplit(url)
+        return cast(aioredis.Redis, aioredis_cluster.RedisCluster(
+            startup_nodes=[aioredis_cluster.ClusterNode(h, p)
+                           for h, p in _hosts(parts.netloc, 6379)],
+            password=urllib.parse.unquote(parts.password) if parts.password else None,
+            socket_timeout=timeout_s, socket_connect_timeout=timeout_s))
     if not url.startswith("redis+sentinel://"):
         return aioredis.Redis.from_url(url, socket_timeout=timeout_s,
                                        socket_connect_timeout=timeout_s)
@@ -210,9 +237,8 @@ class RedisStore:
         offset is the last one an earlier owner wrote.
         """
         try:
-            epoch, offset = self._claim(
-                keys=[self.keys.state(partition), self.keys.owners], args=[owner, partition]
-            )
+            epoch, offset = self._claim(keys=[self.keys.state(partition)], args=[owner])
+            self.client.hset(self.keys.owners, str(partition), owner)
             self._replicated(f"claim of partition {partition}")
         except redis.RedisError as exc:
             raise store_error(exc) from exc
