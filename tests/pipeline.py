@@ -37,10 +37,11 @@ class WorkerProcess:
     """A `liftline worker` subprocess; its log is kept for failure messages."""
 
     def __init__(self, settings: Settings, log_dir: Path, *, app: str | None = None,
-                 args: tuple[str, ...] = ()) -> None:
+                 args: tuple[str, ...] = (), launcher: tuple[str, ...] = ()) -> None:
+        """``launcher`` goes before the command (``ip netns exec NS`` for another host)."""
         self.settings = settings
         self.log_path = log_dir / f"worker-{os.urandom(3).hex()}.log"
-        argv = [sys.executable, "-m", "liftline", "worker", "-v", *args]
+        argv = [*launcher, sys.executable, "-m", "liftline", "worker", "-v", *args]
         if app:
             argv += ["--app", app]
         with open(self.log_path, "wb") as out:
