@@ -21,6 +21,13 @@ JSON_SCALARS = (st.none() | st.booleans() | st.integers(-(2**70), 2**70)
                 | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20))
 ANY_JSON = st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=4)
                         | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+# What a write's value may be: JSON whose integers msgpack carries.
+VALUE_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.floats(
+        allow_nan=False, allow_infinity=False, max_value=1e18, min_value=-1e18)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4), max_leaves=12)
 # Query values the server waits on are kept short, so a run stays bounded in time.
 CAPS = {"timeout_ms": 200}
 
@@ -60,13 +67,16 @@ def value_for(schema: dict[str, Any], document: dict[str, Any], name: str = "") 
 
 
 def _valid(schema: dict[str, Any], document: dict[str, Any], name: str) -> Any:
+    if schema.get("$ref") == "#/components/schemas/Value":  # recursive: drawn as JSON
+        return VALUE_JSON
     if "$ref" in schema:
         target: Any = document
         for part in schema["$ref"].lstrip("#/").split("/"):
             target = target[part]
         return _valid(target, document, name)
-    if "oneOf" in schema:
-        return st.one_of(*(_valid(choice, document, name) for choice in schema["oneOf"]))
+    for either in ("oneOf", "anyOf"):
+        if either in schema:
+            return st.one_of(*(_valid(choice, document, name) for choice in schema[either]))
     if "const" in schema:
         return st.just(schema["const"])
     if "enum" in schema:
@@ -76,7 +86,8 @@ def _valid(schema: dict[str, Any], document: dict[str, Any], name: str) -> Any:
         kind = next((k for k in kind if k != "null"), None)
     if kind == "integer":
         lo = schema.get("minimum", -(2**40))
-        hi = min(schema.get("maximum", 2**40), CAPS.get(name, 2**62))
+        hi = min(schema.get("maximum", 2**40), schema.get("exclusiveMaximum", 2**63) - 1,
+                 CAPS.get(name, 2**62))
         return st.integers(lo, hi)
     if kind == "number":
         return st.floats(allow_nan=False, allow_infinity=False)

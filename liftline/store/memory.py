@@ -17,6 +17,7 @@ from liftline.errors import InvalidWrite
 
 Reducer = Callable[[Any, Any], Any]
 _NUMBER = (int, float)
+_INT_MIN, _INT_END = -(2**63), 2**64  # what msgpack carries
 _PLAIN = frozenset({str, int, float, bool, bytes, type(None)})
 
 
@@ -140,7 +141,11 @@ class PartitionStore:
                             raise InvalidWrite(
                                 f"incr on a {type(current).__name__} value"
                             )
-                        entry[0] = current + value
+                        total = current + value
+                        if type(total) is int and not _INT_MIN <= total < _INT_END:
+                            # msgpack could not carry it: the flush would fail on it
+                            raise InvalidWrite("incr overflows the 64-bit range")
+                        entry[0] = total
                         entry[1] += 1
                 elif op == "set":
                     self._check_depth(value)
