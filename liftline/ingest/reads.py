@@ -1,7 +1,8 @@
 """Reads and ticket status for the HTTP service, at each consistency level.
 
 - ``stale``: the value last flushed to Redis (no owner needed); ``source`` is
-  ``"redis"``.
+  ``"redis"``. With ``after=<ticket>``, once the flushed watermark of the
+  ticket's producer covers it (the write is persisted), polled in Redis.
 - ``primary``: the partition's owner answers from memory (RPC); ``source`` is
   ``"owner:<member id>"``.
 - ``after=<ticket>``: the owner of the ticket's partition waits until that
