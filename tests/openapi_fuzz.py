@@ -94,6 +94,10 @@ def _valid(schema: dict[str, Any], document: dict[str, Any], name: str) -> Any:
     if kind == "boolean":
         return st.booleans()
     if kind == "string":
+        if "pattern" in schema and schema.get("maxLength", 0) > 80:  # e.g. a key: draw short
+            pattern = re.compile(schema["pattern"])
+            return st.text(min_size=max(1, schema.get("minLength", 0)), max_size=40).filter(
+                lambda s: pattern.search(s) is not None)
         if "pattern" in schema:
             return st.from_regex(schema["pattern"], fullmatch=True).filter(lambda s: len(s) < 80)
         return st.text(min_size=schema.get("minLength", 0), max_size=min(schema.get(
@@ -129,7 +133,8 @@ def requests(draw: Any, op: Operation, document: dict[str, Any]) -> Generated:
             if not raw:
                 raw = "x"
             path = path.replace("{" + param["name"] + "}", urllib.parse.quote(raw, safe=""))
-        elif param.get("required") or draw(st.booleans()):
+        elif param.get("required") or param["name"] in CAPS or draw(st.booleans()):
+            # A capped parameter is always sent: left out, its default (2 s) applies.
             raw = _as_text(draw(value_for(schema, document, param["name"])))
             query.append((param["name"], raw))
     url = path + ("?" + urllib.parse.urlencode(query) if query else "")

@@ -83,7 +83,7 @@ def _register_post(api: Api, app: App | None) -> None:
         if not isinstance(args, dict):
             raise invalid("args", "must be an object of keyword arguments")
         if not numbers_allowed(args):
-            raise invalid("args", "integers must lie in -2^63..2^64-1")
+            raise invalid("args", "numbers must lie in -2^63..2^64 (excluded)")
         key, job_id = body.get("key"), body.get("job_id")
         if key is not None:
             check_key(key)

@@ -8,7 +8,9 @@ say as the core says them are stated here in a form it can, and
 
 - a key is 1-512 UTF-8 bytes in the core; over HTTP it is 1-128 characters of
   any kind, or 1-512 ASCII characters (both fit 512 bytes);
-- a value is any JSON whose integers msgpack can carry (-2**63 .. 2**64-1);
+- a value is any JSON whose numbers lie in -2**63 .. 2**64 (excluded), the integers
+  msgpack carries (a larger float is refused too: JSON Schema cannot tell 1e20 from
+  100000000000000000000);
 - a ticket names a partition of this cluster (0..P-1), a producer id of 1-64
   printable ASCII characters and a sequence number >= 1.
 
@@ -25,7 +27,7 @@ from liftline import codec
 
 KEY_ANY_CHARS = codec.MAX_KEY_BYTES // 4  # 4 bytes per character at most in UTF-8
 INT_MIN, INT_END = -(2**63), 2**64  # msgpack: int64 .. uint64
-ASCII_PATTERN = r"^[\x00-\x7f]*$"
+KEY_PATTERN = rf"^(?:[\s\S]{{1,{KEY_ANY_CHARS}}}|[\x00-\x7f]{{1,{codec.MAX_KEY_BYTES}}})$"
 PRODUCER_ID = r"[!-~]{1,64}"
 SEQ = r"[1-9][0-9]{0,18}"
 
@@ -86,12 +88,11 @@ def key_allowed(key: Any) -> bool:
 
 
 def numbers_allowed(value: Any) -> bool:
-    """Whether every number in ``value`` is one :data:`NUMBER` allows.
+    """Whether every number in ``value`` lies where :data:`NUMBER` says.
 
-    JSON Schema sees 1e20 and 100000000000000000000 as the same integer; msgpack
+    JSON Schema sees 1e20 and 100000000000000000000 as the same number; msgpack
     carries the first (a float) and not the second. Both are refused, so that the
-    rule is the one the schema can state: integers, however written, within
-    -2^63..2^64-1; numbers with a fraction, any.
+    rule is one the schema can state.
     """
     stack = [value]
     while stack:
@@ -100,34 +101,30 @@ def numbers_allowed(value: Any) -> bool:
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-        elif isinstance(item, float):
-            if item.is_integer() and not INT_MIN <= item < INT_END:
-                return False
-        elif isinstance(item, int) and not isinstance(item, bool) \
+        elif isinstance(item, int | float) and not isinstance(item, bool) \
                 and not INT_MIN <= item < INT_END:
             return False
     return True
 
 
 KEY = {
+    "type": "string", "minLength": 1, "maxLength": codec.MAX_KEY_BYTES,
+    "pattern": KEY_PATTERN,
     "description": f"1-{KEY_ANY_CHARS} characters, or 1-{codec.MAX_KEY_BYTES} ASCII characters "
                    f"(at most {codec.MAX_KEY_BYTES} bytes of UTF-8 either way)",
-    "anyOf": [{"type": "string", "minLength": 1, "maxLength": KEY_ANY_CHARS},
-              {"type": "string", "minLength": 1, "maxLength": codec.MAX_KEY_BYTES,
-               "pattern": ASCII_PATTERN}],
 }
-NUMBER = {
-    "description": "an integer from -2^63 to 2^64-1, or a number with a fraction",
-    "anyOf": [{"type": "integer", "minimum": INT_MIN, "exclusiveMaximum": INT_END},
-              {"type": "number", "not": {"type": "integer"}}],
-}
+# One schema each, not a choice among several: an integer with no fraction can only be
+# out of range past 2^53, so "integers in range, or any number with a fraction" is
+# simply a range; and each keyword below applies to its own type only.
+NUMBER = {"type": "number", "minimum": INT_MIN, "exclusiveMaximum": INT_END,
+          "description": "from -2^63 to below 2^64 (what msgpack carries)"}
 VALUE = {
-    "description": f"any JSON whose integers lie in -2^63..2^64-1; at most "
+    "type": ["null", "boolean", "string", "number", "array", "object"],
+    "minimum": INT_MIN, "exclusiveMaximum": INT_END,
+    "items": VALUE_REF, "additionalProperties": VALUE_REF,
+    "description": f"any JSON whose numbers lie in -2^63..2^64 (excluded); at most "
                    f"{codec.MAX_VALUE_BYTES // 1024} KiB once packed (msgpack) and "
                    f"{codec.MAX_DEPTH} levels deep (larger or deeper: 422)",
-    "anyOf": [{"type": ["null", "boolean", "string"]}, NUMBER_REF,
-              {"type": "array", "items": VALUE_REF},
-              {"type": "object", "additionalProperties": VALUE_REF}],
 }
 
 

@@ -133,7 +133,7 @@ def parse_write(body: Any, ops: frozenset[str] | None,
     if op not in ("delete",) and "value" not in obj:
         raise invalid(prefix + "value", "required")
     if not numbers_allowed(value):
-        raise invalid(prefix + "value", "integers must lie in -2^63..2^64-1")
+        raise invalid(prefix + "value", "numbers must lie in -2^63..2^64 (excluded)")
     try:
         codec.check_write(op, key, value, arg)
     except InvalidWrite as exc:
