@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import queue
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -65,3 +69,51 @@ def run_liftline(args: list[str], *, env: Mapping[str, str] | None = None,
     if check:
         assert result.returncode == 0, shown
     return result
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without any LIFTLINE_* variable (plus ``extra``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIFTLINE_")}
+    env.update(extra or {})
+    return env
+
+
+class Up:
+    """A running `liftline up` whose output lines are collected."""
+
+    def __init__(self, args: list[str], cwd: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "liftline", "up", *args], cwd=cwd, env=clean_env(),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.lines: list[str] = []
+        self._q: queue.Queue[str] = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._q.put(line.rstrip("\n"))
+
+    def output(self) -> str:
+        while not self._q.empty():
+            self.lines.append(self._q.get())
+        return "\n".join(self.lines)
+
+    def wait_for(self, text: str, timeout_s: float) -> None:
+        def seen() -> bool:
+            assert self.proc.poll() is None or text in self.output(), self.output()
+            return text in self.output()
+
+        wait_until(seen, timeout_s, interval_s=0.1, message=f"{text!r} from liftline up")
+
+    def stop(self, timeout_s: float = 90) -> int:
+        """SIGTERM (the stack stops what it started), then its exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout_s)
+        self.reader.join(10)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        return code

@@ -21,6 +21,13 @@ JSON_SCALARS = (st.none() | st.booleans() | st.integers(-(2**70), 2**70)
                 | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20))
 ANY_JSON = st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=4)
                         | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+# What a write's value may be: JSON whose integers msgpack carries.
+VALUE_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.floats(
+        allow_nan=False, allow_infinity=False, max_value=1e18, min_value=-1e18)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=4), max_leaves=12)
 # Query values the server waits on are kept short, so a run stays bounded in time.
 CAPS = {"timeout_ms": 200}
 
@@ -60,13 +67,16 @@ def value_for(schema: dict[str, Any], document: dict[str, Any], name: str = "") 
 
 
 def _valid(schema: dict[str, Any], document: dict[str, Any], name: str) -> Any:
+    if schema.get("$ref") == "#/components/schemas/Value":  # recursive: drawn as JSON
+        return VALUE_JSON
     if "$ref" in schema:
         target: Any = document
         for part in schema["$ref"].lstrip("#/").split("/"):
             target = target[part]
         return _valid(target, document, name)
-    if "oneOf" in schema:
-        return st.one_of(*(_valid(choice, document, name) for choice in schema["oneOf"]))
+    for either in ("oneOf", "anyOf"):
+        if either in schema:
+            return st.one_of(*(_valid(choice, document, name) for choice in schema[either]))
     if "const" in schema:
         return st.just(schema["const"])
     if "enum" in schema:
@@ -76,13 +86,18 @@ def _valid(schema: dict[str, Any], document: dict[str, Any], name: str) -> Any:
         kind = next((k for k in kind if k != "null"), None)
     if kind == "integer":
         lo = schema.get("minimum", -(2**40))
-        hi = min(schema.get("maximum", 2**40), CAPS.get(name, 2**62))
+        hi = min(schema.get("maximum", 2**40), schema.get("exclusiveMaximum", 2**63) - 1,
+                 CAPS.get(name, 2**62))
         return st.integers(lo, hi)
     if kind == "number":
         return st.floats(allow_nan=False, allow_infinity=False)
     if kind == "boolean":
         return st.booleans()
     if kind == "string":
+        if "pattern" in schema and schema.get("maxLength", 0) > 80:  # e.g. a key: draw short
+            pattern = re.compile(schema["pattern"])
+            return st.text(min_size=max(1, schema.get("minLength", 0)), max_size=40).filter(
+                lambda s: pattern.search(s) is not None)
         if "pattern" in schema:
             return st.from_regex(schema["pattern"], fullmatch=True).filter(lambda s: len(s) < 80)
         return st.text(min_size=schema.get("minLength", 0), max_size=min(schema.get(
@@ -118,7 +133,8 @@ def requests(draw: Any, op: Operation, document: dict[str, Any]) -> Generated:
             if not raw:
                 raw = "x"
             path = path.replace("{" + param["name"] + "}", urllib.parse.quote(raw, safe=""))
-        elif param.get("required") or draw(st.booleans()):
+        elif param.get("required") or param["name"] in CAPS or draw(st.booleans()):
+            # A capped parameter is always sent: left out, its default (2 s) applies.
             raw = _as_text(draw(value_for(schema, document, param["name"])))
             query.append((param["name"], raw))
     url = path + ("?" + urllib.parse.urlencode(query) if query else "")

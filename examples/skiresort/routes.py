@@ -1,14 +1,16 @@
-"""The Ski Data API routes, on the liftline ingest service.
+"""The Ski Data API 2.0 on the liftline ingest service, every operation as published.
 
-Writes answer 201 (rides; 202 for seasons) once RabbitMQ confirmed them, with the ticket of the
-skier-day write; pass it as ``?after=<ticket>`` to read your own ride back.
-Reads take ``consistency=primary|stale``, ``after`` and ``timeout_ms`` like
-``/v1/keys``.
+Writes answer 201 once RabbitMQ confirmed them, with no body (as published) and
+liftline's ``Liftline-Ticket`` and ``Location`` headers: the ticket of the
+request's last write, and the URL that shows it with ``?after=<ticket>``
+(read-your-writes). Every read takes liftline's optional ``consistency``,
+``after`` and ``timeout_ms``. liftline's other additions are in
+:mod:`examples.skiresort.extras`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,203 +19,219 @@ from examples.skiresort import (
     RESORTS_KEY,
     day_key,
     lift_vertical,
-    resort_seasons_key,
+    resort_key,
+    resort_name,
     seasons_key,
     skiers_key,
     skiers_keys,
 )
-from liftline.ingest.openapi import READ_PARAMS, TICKET, Api, path_param, query
-from liftline.ingest.routes import json_response, service_of
-from liftline.ingest.validation import (
-    ApiError,
-    bounded_int,
-    invalid,
-    read_json,
-    read_options,
-    require_object,
+from examples.skiresort.api import (
+    DAY_INT,
+    ERR,
+    FILTERS,
+    LIFT_RIDE,
+    MAX_FILTER,
+    NOT_FOUND,
+    READS,
+    RESORT,
+    RIDE_PARAMS,
+    RIDE_PATH,
+    SCHEMAS,
+    SEASON,
+    SEASON_BODY,
+    SEASON_INT,
+    TICKET_HEADERS,
+    VERTICAL,
+    int_param,
+    not_found,
+    ref,
+    resort_id,
+    ride_path,
+    ski_contract,
+    text_param,
+    ticket_headers,
 )
-
-RESORT = {"type": "integer", "minimum": 1, "maximum": 1000}
-SEASON = {"type": "string", "pattern": "^[0-9]{4}$", "example": "2025"}
-DAY = {"type": "integer", "minimum": 1, "maximum": 366}
-SKIER = {"type": "integer", "minimum": 1, "maximum": 10_000_000}
-LIFT_RIDE = {"type": "object", "required": ["time", "liftID"], "additionalProperties": False,
-             "properties": {"time": {"type": "integer", "minimum": 1, "maximum": 1440,
-                                     "description": "minute of the day"},
-                            "liftID": {"type": "integer", "minimum": 1, "maximum": 100}}}
-ACCEPTED = {"type": "object", "required": ["ticket", "tickets"], "properties": {
-    "ticket": TICKET, "tickets": {"type": "array", "items": TICKET}}}
-RIDE_PATH = "/skiers/{resortID}/seasons/{seasonID}/days/{dayID}/skiers/{skierID}"
-RIDE_PARAMS = [path_param("resortID", RESORT), path_param("seasonID", SEASON),
-               path_param("dayID", DAY), path_param("skierID", SKIER)]
-TAGS = ("ski resort",)
-
-
-def _int_param(raw: str, field: str, schema: dict[str, Any]) -> int:
-    if not raw.isdigit() or len(raw) > 9:
-        raise invalid(field, f"expected an integer {schema['minimum']}..{schema['maximum']}")
-    return bounded_int(int(raw), field, schema["minimum"], schema["maximum"])
-
-
-def _season(raw: str, field: str = "seasonID") -> str:
-    if len(raw) != 4 or not raw.isdigit():
-        raise invalid(field, "expected a four-digit year, e.g. 2025")
-    return raw
-
-
-def _ride_path(request: Request) -> tuple[int, str, int, int]:
-    p = request.path_params
-    return (_int_param(p["resortID"], "resortID", RESORT), _season(p["seasonID"]),
-            _int_param(p["dayID"], "dayID", DAY), _int_param(p["skierID"], "skierID", SKIER))
-
-
-def _ski_contract(handler: Any) -> Any:
-    """The Ski Data API answers invalid input with 400 (its load clients expect it)."""
-    import functools
-
-    @functools.wraps(handler)
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await handler(request)  # type: ignore[no-any-return]
-        except ApiError as exc:
-            if exc.status == 422:
-                exc.status = 400
-            raise
-
-    return wrapped
+from liftline.ingest.openapi import Api, path_param
+from liftline.ingest.routes import json_response, service_of
+from liftline.ingest.validation import bounded_int, invalid, read_json, read_options, require_object
 
 
 def register(api: Api) -> None:
-    import functools
+    """Add the 2.0 operations (with their published operationIds and tags) to ``api``."""
+    api.schemas.update(SCHEMAS)
+    route = functools.partial(api.route, **ERR)
+    _skiers(route)
+    _resorts(route)
 
-    route = functools.partial(api.route, invalid_status="400")
+    @route("/statistics", "GET", summary="get the API performance stats", tags=("statistics",),
+           operation_id="getPerformanceStats", responses={200: (
+               "per route over every ingest process: mean and largest latency in ms",
+               ref("APIStats"))})
+    @ski_contract
+    async def get_statistics(request: Request) -> Response:
+        stats = service_of(request).stats
+        rows = [] if stats is None else await stats.read()
+        return json_response({"endpointStats": [
+            {"URL": r.route, "operation": r.method, "mean": round(r.mean_ms),
+             "max": round(r.max_ms), "count": r.count} for r in rows if r.count]})
 
-    @route(RIDE_PATH, "POST", summary="A lift ride: 201 once RabbitMQ confirmed it",
-               params=RIDE_PARAMS, body=LIFT_RIDE, tags=TAGS,
-               responses={201: ("the ride's three writes are confirmed", ACCEPTED)})
-    @_ski_contract
+
+def _skiers(route: functools.partial) -> None:  # type: ignore[type-arg]
+    @route(RIDE_PATH, "POST", summary="write a new lift ride for the skier", tags=("skiers",),
+           operation_id="writeNewLiftRide", params=RIDE_PARAMS, body=ref("LiftRide"),
+           headers={201: TICKET_HEADERS},
+           responses={201: "Write successful (once RabbitMQ confirmed it)",
+                      404: ("Data not found", NOT_FOUND)})
+    @ski_contract
     async def post_lift_ride(request: Request) -> Response:
         service = service_of(request)
-        resort, season, day, skier = _ride_path(request)
+        resort, season, day, skier = ride_path(request)
         body = require_object(await read_json(request, service.settings.ingest_max_body_bytes))
-        extra = sorted(set(body) - {"time", "liftID"})
-        if extra:
-            raise invalid(extra[0], "unknown field; a lift ride has time and liftID")
-        bounded_int(body.get("time"), "time", 1, 1440)
-        lift = bounded_int(body.get("liftID"), "liftID", 1, 100)
+        limits = LIFT_RIDE["properties"]
+        time = bounded_int(body.get("time"), "time", 1, limits["time"]["maximum"])
+        lift = bounded_int(body.get("liftID"), "liftID", 1, limits["liftID"]["maximum"])
+        wait = None
+        if "waitTime" in body:
+            wait = bounded_int(body["waitTime"], "waitTime", 0, limits["waitTime"]["maximum"])
         vertical = lift_vertical(lift)
+        ride = {"vertical": vertical, "time": time, "liftID": lift, "waitTime": wait}
         tickets = await service.write_many([
-            ("lift_ride", day_key(resort, season, day, skier), {"vertical": vertical}, None),
+            ("lift_ride", day_key(resort, season, day, skier), ride, None),
             ("add_vertical", seasons_key(resort, skier),
              {"season": season, "vertical": vertical}, None),
             ("add_member", skiers_key(resort, season, day, skier), skier, None),
         ])
-        return json_response({"ticket": str(tickets[0]), "tickets": [str(t) for t in tickets]},
-                             201)
+        # All three share a partition and a batch: the last ticket covers the ride.
+        path = f"/skiers/{resort}/seasons/{season}/days/{day}/skiers/{skier}"
+        return Response(status_code=201, headers=ticket_headers(tickets[-1], path))
 
-    @route(RIDE_PATH, "GET", summary="A skier's rides and vertical that day",
-               params=[*RIDE_PARAMS, *READ_PARAMS], tags=TAGS, responses={
-                   200: ("rides and vertical", {"type": "object"}),
-                   404: ("no ride that day", {"$ref": "#/components/schemas/Error"}),
-                   504: ("`after` not applied in time", {"$ref": "#/components/schemas/Error"})})
-    @_ski_contract
+    @route(RIDE_PATH, "GET", summary="get ski day vertical for a skier", tags=("skiers",),
+           operation_id="getSkierDayVertical", params=[*RIDE_PARAMS, *READS],
+           responses={200: ("total vertical for the day", VERTICAL),
+                      404: ("Data not found", NOT_FOUND),
+                      504: ("`after` not applied in time", NOT_FOUND)})
+    @ski_contract
     async def get_skier_day(request: Request) -> Response:
         service = service_of(request)
-        resort, season, day, skier = _ride_path(request)
+        resort, season, day, skier = ride_path(request)
         consistency, after, timeout_ms = read_options(request, service.settings.partitions)
         result = await service.get(day_key(resort, season, day, skier), consistency, after,
                                    timeout_ms)
         if not result.found:
-            raise ApiError(404, "not_found", f"skier {skier} has no ride on day {day}")
-        return json_response({"skierID": skier, "dayID": day, "seasonID": season,
-                              "resortID": resort, **result.value})
+            raise not_found(f"skier {skier} has no ride on day {day} of season {season}")
+        return json_response(result.value["vertical"])
 
-    @route("/skiers/{skierID}/vertical", "GET", summary="A skier's vertical per season",
-               tags=TAGS, params=[
-                   path_param("skierID", SKIER),
-                   {**query("resort", RESORT, "the resort"), "required": True},
-                   query("season", SEASON, "only this season"), READ_PARAMS[0]],
-               responses={200: ("vertical per season", {"type": "object"}),
-                          404: ("no rides", {"$ref": "#/components/schemas/Error"})})
-    @_ski_contract
+    @route("/skiers/{skierID}/vertical", "GET", summary="get the total vertical for the skier "
+           "for specified seasons at the specified resort", tags=("skiers",),
+           operation_id="getSkierResortTotals",
+           params=[path_param("skierID", RIDE_PARAMS[3]["schema"]), *FILTERS, *READS],
+           responses={200: ("the skier's vertical per season (and resort)", ref("SkierVertical")),
+                      404: ("Data not found", NOT_FOUND),
+                      504: ("`after` not applied in time", NOT_FOUND)})
+    @ski_contract
     async def get_vertical(request: Request) -> Response:
         service = service_of(request)
-        skier = _int_param(request.path_params["skierID"], "skierID", SKIER)
-        resort = _int_param(request.query_params.get("resort", ""), "resort", RESORT)
-        season = request.query_params.get("season")
-        if season is not None:
-            _season(season, "season")
-        consistency, _after, _ = read_options(request, service.settings.partitions)
-        result = await service.get(seasons_key(resort, skier), consistency)
-        totals = result.value if result.found else {}
-        rows = [{"seasonID": s, "totalVert": v} for s, v in sorted(totals.items())
-                if season is None or s == season]
+        skier = int_param(request.path_params["skierID"], "skierID", RIDE_PARAMS[3]["schema"])
+        resorts_asked = request.query_params.getlist("resort")
+        seasons_asked = request.query_params.getlist("season")
+        if not resorts_asked:
+            raise invalid("resort", "required: one resort or more (resort=3&resort=4)")
+        for name, given in (("resort", resorts_asked), ("season", seasons_asked)):
+            if len(given) > MAX_FILTER:
+                raise invalid(name, f"at most {MAX_FILTER} values")
+        consistency, after, timeout_ms = read_options(request, service.settings.partitions)
+        resorts = list(dict.fromkeys(r for r in map(resort_id, resorts_asked) if r is not None))
+        keys = {r: seasons_key(r, skier) for r in resorts}
+        results = await service.get_many(list(keys.values()), consistency, after, timeout_ms) \
+            if keys else {}
+        rows = []
+        for r, key in keys.items():
+            totals = results[key].value if results[key].found else {}
+            rows += [{"seasonID": s, "totalVert": v, "resortID": r}
+                     for s, v in sorted(totals.items()) if not seasons_asked or s in seasons_asked]
         if not rows:
-            raise ApiError(404, "not_found", f"skier {skier} has no rides at resort {resort}")
+            raise not_found(f"skier {skier} has no rides at resort(s) {resorts_asked[:5]}"
+                            + (f" in season(s) {seasons_asked[:5]}" if seasons_asked else ""))
         return json_response({"resorts": rows})
 
+
+def _resorts(route: functools.partial) -> None:  # type: ignore[type-arg]
+    @route("/resorts", "GET", summary="get a list of ski resorts in the database",
+           tags=("resorts",), operation_id="getResorts", params=READS,
+           responses={200: ("the resorts: registered by a season or a name",
+                            ref("ResortsList")),
+                      504: ("`after` not applied in time", NOT_FOUND)})
+    @ski_contract
+    async def get_resorts(request: Request) -> Response:
+        service = service_of(request)
+        consistency, after, timeout_ms = read_options(request, service.settings.partitions)
+        listed = await service.get(RESORTS_KEY, consistency, after, timeout_ms)
+        ids = listed.value if listed.found else []
+        records = await service.get_many([resort_key(r) for r in ids], consistency) if ids else {}
+        return json_response({"resorts": [
+            {"resortName": resort_name(r, records[resort_key(r)].value), "resortID": r}
+            for r in ids]})
+
+    @route("/resorts/{resortID}/seasons", "GET", summary="get a list of seasons for the "
+           "specified resort", tags=("resorts",), operation_id="getResortSeasons",
+           params=[path_param("resortID", RESORT), *READS],
+           responses={200: ("the resort's seasons", ref("SeasonsList")),
+                      404: ("Resort not found", NOT_FOUND),
+                      504: ("`after` not applied in time", NOT_FOUND)})
+    @ski_contract
+    async def get_seasons(request: Request) -> Response:
+        service = service_of(request)
+        resort = int_param(request.path_params["resortID"], "resortID", RESORT)
+        consistency, after, timeout_ms = read_options(request, service.settings.partitions)
+        result = await service.get(resort_key(resort), consistency, after, timeout_ms)
+        if not result.found:
+            raise not_found(f"resort {resort} not found (it has no season nor name)")
+        return json_response({"seasons": result.value["seasons"]})
+
+    @route("/resorts/{resortID}/seasons", "POST", summary="Add a new season for a resort",
+           tags=("resorts",), operation_id="addSeason", params=[path_param("resortID", RESORT)],
+           body=SEASON_BODY, headers={201: TICKET_HEADERS},
+           responses={201: "new season created (once RabbitMQ confirmed it); the resort is "
+                           "registered with it", 404: ("Resort not found", NOT_FOUND)})
+    @ski_contract
+    async def post_season(request: Request) -> Response:
+        service = service_of(request)
+        resort = int_param(request.path_params["resortID"], "resortID", RESORT)
+        body = require_object(await read_json(request, service.settings.ingest_max_body_bytes))
+        year = body.get("year")
+        if not isinstance(year, str):
+            raise invalid("year", "required, a year as a string, e.g. \"2025\"")
+        text_param(year, "year", SEASON)
+        tickets = await service.write_many([
+            ("add_member", RESORTS_KEY, resort, None),
+            ("resort", resort_key(resort), {"season": year}, None),
+        ])
+        return Response(status_code=201,
+                        headers=ticket_headers(tickets[-1], f"/resorts/{resort}/seasons"))
+
     @route("/resorts/{resortID}/seasons/{seasonID}/day/{dayID}/skiers", "GET",
-               summary="Distinct skiers at a resort that day", tags=TAGS,
-               params=[path_param("resortID", RESORT), path_param("seasonID", SEASON),
-                       path_param("dayID", DAY), READ_PARAMS[0]],
-               responses={200: ("the count", {"type": "object"})})
-    @_ski_contract
+           summary="get number of unique skiers at resort/season/day", tags=("resorts",),
+           operation_id="getResortSkiersDay",
+           params=[path_param("resortID", RESORT), path_param("seasonID", SEASON_INT),
+                   path_param("dayID", DAY_INT), *READS],
+           responses={200: ("the resort's name (as `time`) and the day's distinct skiers",
+                            ref("ResortSkiers")),
+                      404: ("Resort not found (no season, no name and no skier that day)",
+                            NOT_FOUND),
+                      504: ("`after` not applied in time", NOT_FOUND)})
+    @ski_contract
     async def get_day_skiers(request: Request) -> Response:
         service = service_of(request)
         p = request.path_params
-        resort = _int_param(p["resortID"], "resortID", RESORT)
-        season = _season(p["seasonID"])
-        day = _int_param(p["dayID"], "dayID", DAY)
-        consistency, _after, _ = read_options(request, service.settings.partitions)
-        results = await service.get_many(skiers_keys(resort, season, day), consistency)
-        count = sum(len(r.value) for r in results.values() if r.found)
-        return json_response({"resortID": resort, "seasonID": season, "dayID": day,
-                              "numSkiers": count})
-
-    @route("/resorts/{resortID}/seasons", "POST", summary="Add a season to a resort",
-               tags=TAGS, params=[path_param("resortID", RESORT)],
-               body={"type": "object", "required": ["year"], "additionalProperties": False,
-                     "properties": {"year": SEASON}},
-               responses={202: ("confirmed", ACCEPTED)})
-    @_ski_contract
-    async def post_season(request: Request) -> Response:
-        service = service_of(request)
-        resort = _int_param(request.path_params["resortID"], "resortID", RESORT)
-        body = require_object(await read_json(request, service.settings.ingest_max_body_bytes))
-        extra = sorted(set(body) - {"year"})
-        if extra:
-            raise invalid(extra[0], "unknown field; send {\"year\": \"2025\"}")
-        year = body.get("year")
-        if not isinstance(year, str):
-            raise invalid("year", "expected a four-digit year as a string, e.g. \"2025\"")
-        _season(year, "year")
-        tickets = await service.write_many([
-            ("add_member", resort_seasons_key(resort), year, None),
-            ("add_member", RESORTS_KEY, resort, None),
-        ])
-        return json_response({"ticket": str(tickets[0]), "tickets": [str(t) for t in tickets]},
-                             202)
-
-    @route("/resorts/{resortID}/seasons", "GET", summary="A resort's seasons", tags=TAGS,
-               params=[path_param("resortID", RESORT), *READ_PARAMS],
-               responses={200: ("the seasons", {"type": "object"}),
-                          504: ("`after` not applied in time",
-                                {"$ref": "#/components/schemas/Error"})})
-    @_ski_contract
-    async def get_seasons(request: Request) -> Response:
-        service = service_of(request)
-        resort = _int_param(request.path_params["resortID"], "resortID", RESORT)
+        resort = int_param(p["resortID"], "resortID", RESORT)
+        season = str(int_param(p["seasonID"], "seasonID", SEASON_INT))
+        day = int_param(p["dayID"], "dayID", DAY_INT)
         consistency, after, timeout_ms = read_options(request, service.settings.partitions)
-        result = await service.get(resort_seasons_key(resort), consistency, after, timeout_ms)
-        return json_response({"resortID": resort,
-                              "seasons": result.value if result.found else []})
-
-    @route("/resorts", "GET", summary="Resorts that have seasons", tags=TAGS,
-               params=[READ_PARAMS[0]], responses={200: ("the resorts", {"type": "object"})})
-    @_ski_contract
-    async def get_resorts(request: Request) -> Response:
-        service = service_of(request)
-        consistency, _after, _ = read_options(request, service.settings.partitions)
-        result = await service.get(RESORTS_KEY, consistency)
-        return json_response({"resorts": [{"resortID": r}
-                                          for r in (result.value if result.found else [])]})
+        keys = skiers_keys(resort, season, day)
+        results = await service.get_many([*keys, resort_key(resort)], consistency, after,
+                                         timeout_ms)
+        count = sum(len(results[k].value) for k in keys if results[k].found)
+        record = results[resort_key(resort)]
+        if count == 0 and not record.found:
+            raise not_found(f"resort {resort} not found")
+        return json_response({"time": resort_name(resort, record.value), "numSkiers": count})

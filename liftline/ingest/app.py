@@ -106,13 +106,15 @@ def create_app(settings: Settings, app: App | None = None, *,
     ``ingest_routes``, if it has one).
     """
     service = IngestService(settings, app)
-    api = Api("liftline ingest" + (f" ({app.name})" if app else ""), "1")
+    tokens = [t.strip() for t in settings.ingest_tokens.split(",") if t.strip()]
+    api = Api("liftline ingest" + (f" ({app.name})" if app else ""), "1",
+              partitions=settings.partitions, tokens=bool(tokens))
     # The app's routes first: Starlette tries routes in order, and an app's hot
     # route (a lift ride) should not pay for a dozen failed matches first.
     if extra_routes is not None:
         extra_routes(api, service)
-    routes.register(api)
-    jobs_routes.register(api)
+    routes.register(api, service.ops, settings.ingest_max_batch_writes)
+    jobs_routes.register(api, app)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -123,7 +125,6 @@ def create_app(settings: Settings, app: App | None = None, *,
         finally:
             await service.stop()
 
-    tokens = [t.strip() for t in settings.ingest_tokens.split(",") if t.strip()]
     starlette = Starlette(
         routes=api.routes,
         lifespan=lifespan,

@@ -2,7 +2,8 @@
 
 Small on purpose: a handful of families, updated on the event loop (one thread,
 so no locks). With ``--processes N`` each process keeps its own figures and a
-scrape reaches one of them; the ``producer`` label tells them apart.
+scrape reaches one of them; the ``producer`` label tells them apart. The
+per-route latency of all processes together is :mod:`liftline.ingest.stats`.
 """
 
 from __future__ import annotations
@@ -16,17 +17,20 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 class Histogram:
-    __slots__ = ("counts", "total", "count")
+    __slots__ = ("counts", "total", "count", "max")
 
     def __init__(self) -> None:
         self.counts = [0] * (len(BUCKETS) + 1)
         self.total = 0.0
         self.count = 0
+        self.max = 0.0
 
     def observe(self, seconds: float) -> None:
         self.counts[bisect.bisect_left(BUCKETS, seconds)] += 1
         self.total += seconds
         self.count += 1
+        if seconds > self.max:
+            self.max = seconds
 
 
 class Metrics:

@@ -1,7 +1,8 @@
 """Reads and ticket status for the HTTP service, at each consistency level.
 
 - ``stale``: the value last flushed to Redis (no owner needed); ``source`` is
-  ``"redis"``.
+  ``"redis"``. With ``after=<ticket>``, once the flushed watermark of the
+  ticket's producer covers it (the write is persisted), polled in Redis.
 - ``primary``: the partition's owner answers from memory (RPC); ``source`` is
   ``"owner:<member id>"``.
 - ``after=<ticket>``: the owner of the ticket's partition waits until that
@@ -17,6 +18,7 @@ this module only carries its steps over :class:`AsyncRpc` and redis.asyncio.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -33,6 +35,7 @@ from liftline.tickets import Ticket
 
 __all__ = ["AsyncReads", "NotApplied"]
 T = TypeVar("T")
+POLL_S = 0.02  # how often a stale read with ``after`` looks at the flushed watermark
 
 
 class AsyncReads:
@@ -49,16 +52,37 @@ class AsyncReads:
         """``key`` at ``consistency``; NotApplied when ``after`` is not applied in time."""
         if _stale(consistency):
             if after is not None:
-                raise InvalidWrite("a stale read cannot wait for a ticket")
+                await self.wait_persisted(after, timeout_ms)
             return await self._run(self.core.stale(key))
         return await self._run(self.core.get(key, after, timeout_ms))
 
-    async def get_many(self, keys: Iterable[str], consistency: str = "primary"
+    async def get_many(self, keys: Iterable[str], consistency: str = "primary",
+                       after: Ticket | None = None, timeout_ms: int = 2000
                        ) -> dict[str, ReadResult]:
-        """Many keys in one request per owner (or one Redis pipeline when stale)."""
+        """Many keys in one request per owner (or one Redis pipeline when stale);
+        with ``after``, once that write is applied (stale: persisted)."""
         if _stale(consistency):
+            if after is not None:
+                await self.wait_persisted(after, timeout_ms)
             return await self._run(self.core.stale_many(keys))
+        if after is not None:
+            await self.wait_applied(after, timeout_ms)
         return await self._run(self.core.get_many(keys))
+
+    async def wait_persisted(self, ticket: Ticket, timeout_ms: int) -> int:
+        """Once Redis' watermark of the ticket's producer covers it (the flush that
+        carried it happened); NotApplied with that watermark after ``timeout_ms``.
+        Polled: a flush comes every ``flush_interval_ms``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0, timeout_ms) / 1000.0
+        while True:
+            seq = await self._run(self.core.persisted_seq(ticket))
+            if seq >= ticket.seq:
+                return seq
+            left = deadline - loop.time()
+            if left <= 0:
+                raise NotApplied(ticket, seq, None, timeout_ms)
+            await asyncio.sleep(min(POLL_S, left))
 
     async def wait_applied(self, ticket: Ticket, timeout_ms: int) -> StatusReply:
         """Once the ticket's owner applied it; NotApplied with the position otherwise."""

@@ -10,9 +10,11 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from liftline.ingest.docs import PAGE
 from liftline.ingest.openapi import READ_PARAMS, TICKET, Api, path_param
+from liftline.ingest.schemas import KEY_REF, write_schemas
 from liftline.ingest.service import IngestService
 from liftline.ingest.validation import (
     ApiError,
+    check_key,
     invalid,
     parse_ticket,
     parse_write,
@@ -22,18 +24,11 @@ from liftline.ingest.validation import (
 )
 from liftline.reads.base import ReadResult
 
-WRITE = {
-    "type": "object", "required": ["op", "key"], "additionalProperties": False,
-    "properties": {
-        "op": {"type": "string", "description": "set, delete, incr, merge, append, setnx, cas "
-                                                "or a reducer of the app"},
-        "key": {"type": "string", "minLength": 1, "maxLength": 512},
-        "value": {"description": "any JSON; a number for incr, an object for merge"},
-        "cap": {"type": "integer", "minimum": 1, "description": "append only"},
-        "expected_version": {"type": "integer", "minimum": 0, "description": "cas only"},
-    },
-}
-WRITES = {"type": "array", "minItems": 1, "items": WRITE}
+
+def _writes(ops: frozenset[str], max_writes: int) -> dict[str, Any]:
+    return {"type": "array", "minItems": 1, "maxItems": max_writes, "items": write_schemas(ops)}
+
+
 TICKETS = {"type": "object", "required": ["tickets"],
            "properties": {"tickets": {"type": "array", "items": TICKET}}}
 ACCEPTED = {"type": "object", "required": ["ticket", "status"],
@@ -88,11 +83,12 @@ async def _write_list(service: IngestService, items: Any, field: str) -> Respons
     return json_response({"tickets": [str(t) for t in tickets]}, 202)
 
 
-def register(api: Api) -> None:
-    """Add the generic routes to ``api``."""
+def register(api: Api, ops: frozenset[str], max_batch_writes: int) -> None:
+    """Add the generic routes to ``api``; ``ops``: the write ops the service accepts."""
+    writes = _writes(ops, max_batch_writes)
 
     @api.route("/v1/writes", "POST", summary="One write, or an array of writes; 202 once "
-               "RabbitMQ confirmed it (them)", body={"oneOf": [WRITE, WRITES]},
+               "RabbitMQ confirmed it (them)", body={"oneOf": [write_schemas(ops), writes]},
                tags=("writes",), responses={
                    202: ("confirmed by RabbitMQ, to be applied; poll the ticket(s)",
                          {"oneOf": [ACCEPTED, TICKETS]})})
@@ -109,7 +105,7 @@ def register(api: Api) -> None:
     @api.route("/v1/batch", "POST", summary="Many writes in one request; all confirmed, or 503",
                tags=("writes",),
                body={"type": "object", "required": ["writes"], "additionalProperties": False,
-                     "properties": {"writes": WRITES}},
+                     "properties": {"writes": writes}},
                responses={202: ("every write confirmed", TICKETS)})
     async def post_batch(request: Request) -> Response:
         service = service_of(request)
@@ -120,14 +116,14 @@ def register(api: Api) -> None:
         return await _write_list(service, body.get("writes"), "writes")
 
     @api.route("/v1/keys/{key:path}", "GET", summary="A key's value", tags=("reads",),
-               params=[path_param("key", {"type": "string", "minLength": 1}), *READ_PARAMS],
+               params=[path_param("key", KEY_REF), *READ_PARAMS],
                responses={200: ("the value", READ), 404: ("the key is absent", READ),
                           504: ("`after`: the write was not applied within timeout_ms",
                                 {"$ref": "#/components/schemas/Error"})})
     async def get_key(request: Request) -> Response:
         service = service_of(request)
         consistency, after, timeout_ms = read_options(request, service.settings.partitions)
-        key = request.path_params["key"]
+        key = check_key(request.path_params["key"])
         return read_response(await service.get(key, consistency, after, timeout_ms))
 
     @api.route("/v1/tickets/{ticket}", "GET", summary="Where a write is: queued, applied, "

@@ -34,10 +34,12 @@ from liftline.ingest.asyncpub import AsyncWriter, Overloaded
 from liftline.ingest.metrics import Metrics
 from liftline.ingest.reads import AsyncReads, NotApplied
 from liftline.ingest.rpc import AsyncRpc
+from liftline.ingest.stats import SharedStats
 from liftline.ingest.validation import ApiError, invalid, write_error_field
 from liftline.jobs.client import JobClient
 from liftline.reads.base import ReadResult
 from liftline.settings import Settings
+from liftline.store.keys import Keys
 from liftline.store.redis_store import aconnect
 from liftline.tickets import Ticket
 
@@ -66,6 +68,7 @@ class IngestService:
         self._rpc: AsyncRpc | None = None
         self._redis: aioredis.Redis | None = None
         self._jobs: JobClient | None = None  # made on the first job request
+        self.stats: SharedStats | None = None  # per-route latency of all processes
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
@@ -76,6 +79,8 @@ class IngestService:
         self._rpc = AsyncRpc(self.settings, loop)
         self._redis = aconnect(self.settings.redis_url, timeout_s=5)
         self.reads = AsyncReads(self.settings, self._rpc, self._redis)
+        self.stats = SharedStats(self.metrics, self._redis, Keys(self.settings.cluster))
+        self.stats.start()
         self.metrics.producer_id = self.writer.producer_id
         writer = self.writer
         self.metrics.gauge("pending_writes", lambda: writer.pending)
@@ -85,6 +90,8 @@ class IngestService:
         log.info("ingest process ready to connect as producer %s", writer.producer_id)
 
     async def stop(self) -> None:
+        if self.stats is not None:
+            await self.stats.stop()
         if self.writer is not None:
             await self.writer.close()
         if self._rpc is not None:
@@ -162,9 +169,10 @@ class IngestService:
             raise invalid(field, str(exc)) from None
         return await self._read(self._reads().get(key, consistency, after, timeout_ms))
 
-    async def get_many(self, keys: list[str], consistency: str = "primary"
+    async def get_many(self, keys: list[str], consistency: str = "primary",
+                       after: Ticket | None = None, timeout_ms: int = 2000
                        ) -> dict[str, ReadResult]:
-        return await self._read(self._reads().get_many(keys, consistency))
+        return await self._read(self._reads().get_many(keys, consistency, after, timeout_ms))
 
     async def status(self, ticket: Ticket) -> dict[str, Any]:
         return await self._read(self._reads().status(ticket))

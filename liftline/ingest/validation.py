@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -18,11 +19,13 @@ from starlette.responses import JSONResponse
 
 from liftline import codec
 from liftline.errors import InvalidWrite
+from liftline.ingest.schemas import key_allowed, numbers_allowed, ticket_matches
 from liftline.tickets import Ticket
 
 WRITE_FIELDS = frozenset({"op", "key", "value", "cap", "expected_version"})
 CONSISTENCY = ("primary", "stale")
 MAX_WAIT_MS = 60_000
+_INTEGER = re.compile(r"-?[0-9]{1,12}")
 
 
 class ApiError(Exception):
@@ -112,17 +115,15 @@ def parse_write(body: Any, ops: frozenset[str] | None,
         raise invalid(prefix + "op", "required, a non-empty string")
     if ops is not None and op not in ops:
         raise invalid(prefix + "op", f"unknown op {op!r}; one of {sorted(ops)}")
-    key = obj.get("key")
-    try:
-        codec.check_key(key)
-    except InvalidWrite as exc:
-        raise invalid(prefix + "key", str(exc)) from None
+    key = check_key(obj.get("key"), prefix + "key")
     value = obj.get("value")
     arg: Any = None
     if op == "append":
-        arg = obj.get("cap")
+        arg = integral(obj.get("cap"))
+        if "cap" in obj and arg is None:
+            raise invalid(prefix + "cap", "an integer >= 1 (leave it out for the default)")
     elif op == "cas":
-        arg = obj.get("expected_version")
+        arg = integral(obj.get("expected_version"))
         if arg is None:
             raise invalid(prefix + "expected_version", "required for cas (0 = absent)")
     for name in ("cap", "expected_version"):
@@ -131,6 +132,8 @@ def parse_write(body: Any, ops: frozenset[str] | None,
             raise invalid(prefix + name, f"not allowed for op {op!r}")
     if op not in ("delete",) and "value" not in obj:
         raise invalid(prefix + "value", "required")
+    if not numbers_allowed(value):
+        raise invalid(prefix + "value", "numbers must lie in -2^63..2^64 (excluded)")
     try:
         codec.check_write(op, key, value, arg)
     except InvalidWrite as exc:
@@ -140,6 +143,17 @@ def parse_write(body: Any, ops: frozenset[str] | None,
     return op, str(key), value, arg
 
 
+def check_key(key: Any, field: str = "key") -> str:
+    """A key as the HTTP schema allows it (see :data:`liftline.ingest.schemas.KEY`)."""
+    try:
+        codec.check_key(key)
+    except InvalidWrite as exc:
+        raise invalid(field, str(exc)) from None
+    if not key_allowed(key):
+        raise invalid(field, "over HTTP a key is at most 128 characters, or 512 ASCII ones")
+    return str(key)
+
+
 def write_error_field(exc: InvalidWrite, field: str = "") -> ApiError:
     """A limit found while packing (value size, unencodable numbers) → 422 on ``value``."""
     return invalid(f"{field}.value" if field else "value", str(exc))
@@ -147,12 +161,11 @@ def write_error_field(exc: InvalidWrite, field: str = "") -> ApiError:
 
 def query_int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise invalid(name, f"expected an integer, got {raw[:40]!r}") from None
+    if _INTEGER.fullmatch(raw) is None:
+        raise invalid(name, f"expected an integer, got {raw[:40]!r}")
+    value = int(raw)
     if not lo <= value <= hi:
         raise invalid(name, f"must be {lo}..{hi}")
     return value
@@ -160,38 +173,40 @@ def query_int(request: Request, name: str, default: int, lo: int, hi: int) -> in
 
 def read_options(request: Request, partitions: int) -> tuple[str, Ticket | None, int]:
     """(consistency, after ticket or None, timeout_ms) from the query string."""
-    consistency = request.query_params.get("consistency") or "primary"
+    consistency = request.query_params.get("consistency", "primary")
     if consistency not in CONSISTENCY:
         raise invalid("consistency", f"one of {list(CONSISTENCY)}")
+    # With consistency=stale, ``after`` waits until the write is persisted in Redis.
     after = parse_ticket(request.query_params.get("after"), partitions, "after")
-    if after is not None and consistency == "stale":
-        raise invalid("after", "a stale read cannot wait for a ticket; drop consistency=stale")
     timeout_ms = query_int(request, "timeout_ms", 2000, 0, MAX_WAIT_MS)
     return consistency, after, timeout_ms
 
 
 def parse_ticket(raw: str | None, partitions: int, field: str = "ticket") -> Ticket | None:
-    if raw is None or raw == "":
+    if raw is None:
         return None
-    try:
-        ticket = Ticket.parse(raw)
-    except InvalidWrite:
-        raise invalid(field, "expected partition.producer_id.seq") from None
-    if ticket.partition >= partitions:
-        raise invalid(field, f"partition {ticket.partition} is out of range (0..{partitions - 1})")
-    if len(ticket.producer_id) > 64:
-        raise invalid(field, "producer id is longer than 64 characters")
-    return ticket
+    if not ticket_matches(raw, partitions):
+        raise invalid(field, f"expected partition.producer_id.seq: a partition 0..{partitions - 1}"
+                             ", 1-64 printable ASCII characters, a number >= 1")
+    return Ticket.parse(raw)
 
 
 def bounded_int(value: Any, field: str, lo: int, hi: int) -> int:
-    """An integer field of a body (JSON numbers like 3.0 are refused)."""
+    """An integer field of a body (3.0 counts, as in JSON Schema; 3.5 does not)."""
+    value = integral(value)
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and math.isfinite(value):
             raise invalid(field, "expected an integer, got a fraction")
         raise invalid(field, f"expected an integer, got {_kind(value)}")
     if not lo <= value <= hi:
         raise invalid(field, f"must be {lo}..{hi}")
+    return value
+
+
+def integral(value: Any) -> Any:
+    """A float with no fraction as an int (JSON Schema's "integer" takes 3.0); else as is."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     return value
 
 

@@ -144,6 +144,13 @@ class ReadCore:
             raise NotApplied(ticket, reply.seq, reply.offset, wait_ms)
         return reply
 
+    def persisted_seq(self, ticket: Ticket) -> Steps[int]:
+        """The ticket's producer's watermark flushed to Redis for its partition."""
+        self._check_ticket(ticket)
+        (raw,) = yield RedisCall((("HGET", self.keys.watermarks(ticket.partition),
+                                   ticket.producer_id),))
+        return int(raw or 0)
+
     def status(self, ticket: Ticket) -> Steps[TicketStatus]:
         """``persisted`` when Redis' watermark covers the ticket, else ``expired`` when
         its producer id is past the partition's horizon (in Redis or at the owner),

@@ -66,3 +66,10 @@ class Keys:
     def autoscale_samples(self) -> str:
         """One JSON line per autoscaler evaluation, newest last (list)."""
         return f"ll:{self.cluster}:autoscale:samples"
+
+    # -- ingest ----------------------------------------------------------------
+    @property
+    def ingest_stats(self) -> str:
+        """Per-route request counts, total and largest latency of every ingest
+        process of the cluster, summed (hash: ``<METHOD> <route>|n|us|max``)."""
+        return f"ll:{self.cluster}:ingest:stats"

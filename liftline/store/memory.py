@@ -31,6 +31,7 @@ Reducer = Callable[[Any, Any], Any]
 # map that ``set`` stores, so a key costs a few dozen bytes instead of hundreds.
 Entry = tuple[Any, int] | bytes
 _NUMBER = (int, float)
+_INT_MIN, _INT_END = -(2**63), 2**64  # what msgpack carries
 _PLAIN = frozenset({str, int, float, bool, bytes, type(None)})
 _CONTAINER = (dict, list)
 _packb = msgpack.Packer(use_bin_type=True).pack
@@ -218,7 +219,11 @@ class PartitionStore:
                             raise InvalidWrite(
                                 f"incr on a {type(current).__name__} value"
                             )
-                        data[key] = (current + value, entry[1] + 1)
+                        total = current + value
+                        if type(total) is int and not _INT_MIN <= total < _INT_END:
+                            # msgpack could not carry it: the flush would fail on it
+                            raise InvalidWrite("incr overflows the 64-bit range")
+                        data[key] = (total, entry[1] + 1)
                 elif op == "set":
                     self._check_depth(value)
                     data[key] = _stored(value, 1 if entry is None else entry[1] + 1)

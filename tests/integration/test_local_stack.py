@@ -3,59 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
 import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import missing_local_binaries, run_liftline, wait_until
+from helpers import Up, clean_env, missing_local_binaries, run_liftline, wait_until
 from pipeline import REPO
 
 from liftline.servers.base import free_ports
 from liftline.servers.local import pid_alive
 
-
-def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIFTLINE_")}
-    env.update(extra or {})
-    return env
-
-
-class Up:
-    """A running `liftline up` whose output lines are collected."""
-
-    def __init__(self, args: list[str], cwd: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "liftline", "up", *args], cwd=cwd, env=_env(),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        self.lines: list[str] = []
-        self._q: queue.Queue[str] = queue.Queue()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._q.put(line.rstrip("\n"))
-
-    def output(self) -> str:
-        while not self._q.empty():
-            self.lines.append(self._q.get())
-        return "\n".join(self.lines)
-
-    def wait_for(self, text: str, timeout_s: float) -> None:
-        def seen() -> bool:
-            assert self.proc.poll() is None or text in self.output(), self.output()
-            return text in self.output()
-
-        wait_until(seen, timeout_s, interval_s=0.1, message=f"{text!r} from liftline up")
+_env = clean_env
 
 
 def cli(args: list[str], urls: list[str], cwd: Path,

@@ -62,13 +62,24 @@ def test_metrics_render_prometheus_text():
 
 
 def test_openapi_document_lists_routes_and_errors():
-    api = Api("t", "1")
-    routes.register(api)
+    api = Api("t", "1", tokens=True)
+    routes.register(api, BUILTIN_OPS, 1000)
     doc = api.document()
     post = doc["paths"]["/v1/writes"]["post"]
     assert {"202", "400", "401", "413", "415", "422", "503"} <= set(post["responses"])
     assert "{key}" in "".join(doc["paths"]) and ":path" not in "".join(doc["paths"])
     assert doc["paths"]["/healthz"]["get"]["security"] == []
+    assert doc["security"] == [{"bearer": []}]
+
+
+def test_openapi_declares_bearer_tokens_only_when_the_service_has_them():
+    api = Api("t", "1", tokens=False)
+    routes.register(api, BUILTIN_OPS, 1000)
+    doc = api.document()
+    assert "security" not in doc and "securitySchemes" not in doc["components"]
+    for methods in doc["paths"].values():
+        for operation in methods.values():
+            assert "401" not in operation["responses"] and "security" not in operation
 
 
 def test_settings_survive_the_trip_through_the_environment():

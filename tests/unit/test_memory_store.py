@@ -56,6 +56,17 @@ def test_incr_by_a_float(store: PartitionStore, stream: Stream) -> None:
     assert store.get("f") == (0.25, 1)
 
 
+def test_incr_past_what_msgpack_carries_is_a_dead_letter(store: PartitionStore,
+                                                          stream: Stream) -> None:
+    """Found by schemathesis: two incr of 2**64 - 1 made a value no flush could pack,
+    and the worker died on every flush after."""
+    stream.send(["incr", "n", 2**64 - 1], ["incr", "m", -(2**63)])
+    assert stream.send(["incr", "n", 1], ["incr", "m", -1]) == 0
+    assert store.get("n") == (2**64 - 1, 1) and store.get("m") == (-(2**63), 1)
+    assert [d.reason for d in store.dead] == ["incr overflows the 64-bit range"] * 2
+    msgpack.packb([store.get("n"), store.get("m")])
+
+
 @pytest.mark.parametrize("amount", [True, "1", None, [1], {"n": 1}])
 def test_incr_by_a_non_number_is_a_dead_letter(store: PartitionStore, stream: Stream,
                                                amount: Any) -> None:
