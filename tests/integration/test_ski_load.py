@@ -95,7 +95,8 @@ def test_load_client_reads_back_every_ride_and_sees_dropped_ones(stack: str, tmp
     assert all(d["got"] is None or d["got"] < d["expected"] for d in verticals), verticals
 
 
-@pytest.mark.timeout(900)  # 2 min 19 s here (setup to teardown); the default limit is 5 min
+@pytest.mark.slow  # make test-all: 2 min 19 s here; the 6,400-ride test covers its code path
+@pytest.mark.timeout(900)
 def test_load_client_64000_rides(stack: str, tmp_path: Path):
     code, figures, output = client(stack, tmp_path / "run", "--total", "64000",
                                    timeout_s=1500)
