@@ -67,6 +67,8 @@ class Api:
         self.routes: list[Route] = []
         self.paths: dict[str, dict[str, Any]] = {}
         self.schemas: dict[str, Any] = {"Error": ERROR}
+        # Paths registered with auth=False: the Gate lets them through without a token.
+        self.open_paths: set[str] = set()
 
     def route(self, path: str, method: str, *, summary: str,
               params: Sequence[dict[str, Any]] = (), body: dict[str, Any] | None = None,
@@ -86,6 +88,7 @@ class Api:
             }
             if not auth:
                 operation["security"] = []
+                self.open_paths.add(path)
             if body is not None:
                 operation["requestBody"] = {"required": True, "content": {
                     "application/json": {"schema": body}}}
