@@ -25,10 +25,12 @@ return 1
 """
 
 
-# Mark a job running unless it already ended; returns the state it had.
+# Mark a job running unless it already ended; returns the state it had. A job
+# that was waiting for its retry leaves the per-name ``retrying`` gauge.
 _BEGIN_LUA = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'succeeded' or state == 'dead' then return state end
+if state == 'retrying' then redis.call('HINCRBY', KEYS[2], 'retrying', -1) end
 redis.call('HSET', KEYS[1], 'state', 'running', 'name', ARGV[1], 'attempt', ARGV[2],
            'updated', ARGV[3], 'worker', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
@@ -172,7 +174,8 @@ class JobStatus:
             raise store_error(exc) from exc
 
     def stats(self) -> list[dict[str, Any]]:
-        """Per job name: enqueued, started, succeeded, failed attempts, dead, rate/s."""
+        """Per job name: enqueued, queued, running, retrying (waiting for their next
+        attempt), succeeded, failed attempts, dead (ever), rate/s."""
         try:
             names = sorted(n.decode() for n in self.client.smembers(self.keys.job_names))
             out = []
@@ -185,11 +188,12 @@ class JobStatus:
                 done = raw.get("succeeded", 0)
                 dead = raw.get("dead", 0)
                 running = max(0, raw.get("started", 0) - done - raw.get("failed", 0))
+                retrying = max(0, raw.get("retrying", 0))
                 out.append({
                     "name": name, "enqueued": raw.get("enqueued", 0),
                     "queued": max(0, raw.get("enqueued", 0) + raw.get("replayed", 0)
-                                  - done - dead - running),
-                    "running": running, "succeeded": done,
+                                  - done - dead - running - retrying),
+                    "running": running, "retrying": retrying, "succeeded": done,
                     "failed_attempts": raw.get("failed", 0), "dead": dead,
                     "rate_per_s": round((last + now) / (60 + time.time() % 60), 2),
                 })
