@@ -66,7 +66,7 @@ class Hub:
                                               dead_lock=self._dead_lock)
             self.history.add(reading)
             self.readings += 1
-            self._view = view.build(reading, self.history)
+            self._view = {**view.build(reading, self.history), "reading": self.readings}
             return self._view
         finally:
             self._task = None

@@ -10,6 +10,7 @@ Screenshots go to ``$LIFTLINE_TEST_SCREENSHOTS`` (the README's come from
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import sys
@@ -192,6 +193,22 @@ class DashboardProcess:
         return terminate(self.proc, 10)
 
 
+def poll_view(url: str, token: str, times: int) -> list[tuple[int, float]]:
+    """``times`` polls of the view, 0.5 s apart: (reading number, seconds to answer) each."""
+    client = Http(url, token=token)
+    try:
+        out = []
+        for _ in range(times):
+            began = time.monotonic()
+            answer = client.get("/dashboard/api/view")
+            assert answer.status == 200, answer
+            out.append((answer.body["reading"], time.monotonic() - began))
+            time.sleep(0.5)
+        return out
+    finally:
+        client.close()
+
+
 def test_liftline_dashboard_serves_the_page_and_gates_its_api(settings: Settings,
                                                               tmp_path: Path) -> None:
     help_text = run_liftline(["dashboard", "--help"], check=True, cwd=REPO).stdout
@@ -217,6 +234,16 @@ def test_liftline_dashboard_serves_the_page_and_gates_its_api(settings: Settings
         assert view.status == 200, view
         assert view.body["cluster"] == settings.cluster and view.body["unreachable"] == []
         assert len(view.body["partitions"]) == settings.partitions
+        # Twenty viewers polling together share the readings: at most one a second.
+        began = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(20) as viewers:
+            polls = list(viewers.map(lambda n: poll_view(served.url, "t-two", 4), range(20)))
+        took = time.monotonic() - began
+        readings = {n for answers in polls for n, _ in answers}
+        waits = sorted(wait for answers in polls for _, wait in answers)
+        assert len(readings) <= took / 1.0 + 2, (len(readings), took)
+        print(f"\n20 viewers x 4 polls in {took:.1f}s: {len(readings)} readings; answer "
+              f"median {waits[len(waits) // 2] * 1000:.0f} ms, max {waits[-1] * 1000:.0f} ms")
         unknown = allowed.post("/dashboard/api/replay", {"job_id": "no-such-job"})
         assert unknown.status == 404 and unknown.body["error"] == "not_found", unknown
         typeless = allowed.request("POST", "/dashboard/api/replay", raw=b'{"job_id": "j"}',
