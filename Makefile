@@ -5,16 +5,21 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: run test test-all lint bench setup system venv clean
+.PHONY: run test test-all lint bench setup system browser venv clean
 
 run: setup
 	$(BIN)/liftline up
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-all: setup
+test-all: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Debian's chromium for the dashboard's browser test (apt-get as root; otherwise the
+# test is skipped and the summary says so in a banner).
+browser:
+	@LIFTLINE_WITH_CHROMIUM=1 scripts/ensure-system.sh
 
 lint: setup
 	$(BIN)/ruff check liftline tests benchmarks

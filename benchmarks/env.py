@@ -249,7 +249,7 @@ def _hiredis_version() -> str:
 
 def _rabbitmq_version(servers: BenchServers) -> str:
     if servers.management_url:
-        from liftline.servers.base import management_get
+        from liftline.queue.management import management_get
 
         overview = management_get(servers.management_url, "/api/overview")
         if isinstance(overview, dict) and overview.get("rabbitmq_version"):

@@ -153,7 +153,7 @@ def consumer_prefetch(management_url: str | None, queue: str) -> list[int] | Non
     management API lists consumers after its stats interval, 5 s by default)."""
     if not management_url:
         return None
-    from liftline.servers.base import management_get
+    from liftline.queue.management import management_get
 
     try:
         consumers = management_get(management_url, "/api/consumers") or []

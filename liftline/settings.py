@@ -101,6 +101,10 @@ class Settings:
     ingest_publish_timeout_s: float = 5.0
     ingest_linger_ms: float = 1.0
     ingest_max_pending: int = 100_000  # writes awaiting confirms per process, then 503
+    # `liftline dashboard` (the dashboard without the HTTP service, which serves it at
+    # /dashboard itself); its bearer tokens are ingest_tokens unless given apart.
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8090
     # Autoscaler (liftline autoscale). Backlog = writes not yet applied + jobs queued.
     autoscale_min: int = 1
     autoscale_max: int = 6
@@ -144,8 +148,9 @@ class Settings:
             raise ConfigError(f"batch_max_bytes: at most {MAX_BATCH_BYTES} (what workers accept)")
         if self.linger_ms < 0 or self.ingest_linger_ms < 0:
             raise ConfigError("linger_ms / ingest_linger_ms: must be >= 0")
-        if not 0 <= self.ingest_port <= 65535:
-            raise ConfigError(f"ingest_port={self.ingest_port}: must be 0..65535")
+        for name in ("ingest_port", "dashboard_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ConfigError(f"{name}={getattr(self, name)}: must be 0..65535")
         for name in ("ingest_max_body_bytes", "ingest_max_batch_writes", "ingest_max_pending"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)}: must be >= 1")

@@ -116,7 +116,8 @@ class LocalStack:
         self.ingest = IngestProcess(self.settings, self.root / "logs" / "ingest.log",
                                     port=self.ingest_port, app=self.app).start()
         self.ingest.wait_ready()
-        self.say(f"ingest ready: {self.ingest.url} (pid {self.ingest.pid})")
+        self.say(f"ingest ready: {self.ingest.url} (pid {self.ingest.pid}); "
+                 f"dashboard: {self.ingest.url}/dashboard")
 
     def _start_servers(self) -> None:
         from liftline.servers.base import free_ports
@@ -139,6 +140,8 @@ class LocalStack:
             self.rabbitmq.start()
             self.say(f"rabbitmq ready: {mask_url(s.amqp_url)} (pid {self.rabbitmq.pid}, "
                      f"management http://127.0.0.1:{mgmt})")
+            if not s.management_url:  # the dashboard shows the node's memory, disk, alarms
+                self.settings = s = s.replace(management_url=self.rabbitmq.management_url)
         if self.reuse_redis:
             self.say(f"redis: using {mask_url(s.redis_url)}")
         else:

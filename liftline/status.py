@@ -97,6 +97,9 @@ def _partition_row(p: int, state: dict[str, str], owner: str | None,
                 "applied_offset": report["applied"],
                 "lag": max(0, last - report["applied"]) if last >= 0 else 0,
                 "keys": report["keys"],
+                # Writes applied since this member loaded the partition (a counter
+                # that starts again with each holder), for rates.
+                "writes": report.get("writes"),
             })
     holders.sort(key=lambda h: (h["role"] != "primary", h["member"]))
     primary = next((h for h in holders if h["role"] == "primary" and h["member"] == owner), None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -22,6 +23,19 @@ from liftline.servers import Endpoints, LocalServers, ServerProvider, provider_f
 TESTS_DIR = Path(__file__).resolve().parent
 # Tests under these directories get the marker of the same name.
 DIRECTORY_MARKERS = ("integration", "faults")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """A banner when the dashboard's browser test was skipped (no chromium or playwright)."""
+    from browser import SKIPPED
+
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if SKIPPED in str(r.longrepr)]
+    if skipped:
+        terminalreporter.section(SKIPPED, sep="!", red=True, bold=True)
+        for report in skipped:
+            terminalreporter.line(f"{report.nodeid}: {report.longrepr[-1]}", red=True, bold=True)
+        terminalreporter.line("The dashboard was NOT tested in a browser on this run.", red=True,
+                              bold=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -93,3 +93,11 @@ def whoami(ctx):
 @app.job("cpu", retries=0)
 def cpu(ctx, n):
     return sum(i * i for i in range(n))
+
+
+@app.job("second_time", retries=1, backoff=(4.0, 4.0))
+def second_time(ctx):
+    """Fails its first attempt, then waits 2-4 s for its retry (long enough to be seen)."""
+    if ctx.attempt == 1:
+        raise RuntimeError("the first attempt fails on purpose")
+    return ctx.attempt

@@ -63,9 +63,11 @@ def load(client: redis.Redis, cluster: str) -> dict[str, Any] | None:
     return out
 
 
-def samples(client: redis.Redis, cluster: str) -> list[dict[str, Any]]:
-    """Every recorded evaluation, oldest first."""
+def samples(client: redis.Redis, cluster: str, last: int | None = None
+            ) -> list[dict[str, Any]]:
+    """The recorded evaluations (the ``last`` ones only, if given), oldest first."""
+    start = 0 if last is None else -max(1, last)
     try:
-        return [json.loads(x) for x in client.lrange(Keys(cluster).autoscale_samples, 0, -1)]
+        return [json.loads(x) for x in client.lrange(Keys(cluster).autoscale_samples, start, -1)]
     except redis.RedisError as exc:
         raise StoreError(f"reading the autoscaler's samples failed: {exc}") from exc

@@ -23,10 +23,13 @@ def ingest(settings: Settings, host: str | None, port: int | None, processes: in
            app_spec: str | None) -> None:
     """Serve HTTP writes: POST /v1/writes answers 202 and a ticket once RabbitMQ
     confirmed the write, 503 + Retry-After when it cannot within
-    ingest_publish_timeout_s. Reads, ticket status, /metrics, /openapi.json."""
+    ingest_publish_timeout_s. Reads, ticket status, /metrics, /openapi.json, and
+    the live dashboard at /dashboard (its data and replay need a token when the
+    service has tokens)."""
     import logging
 
     from liftline.app import load_app
+    from liftline.dashboard.entry import INGEST_FACTORY
     from liftline.ingest.server import serve
 
     settings = settings.replace(
@@ -37,6 +40,6 @@ def ingest(settings: Settings, host: str | None, port: int | None, processes: in
     if settings.ingest_app:
         load_app(settings.ingest_app)  # fail here, with a clear message, not in each process
     level = logging.getLogger().getEffectiveLevel()
-    serve(settings, processes=processes,
+    serve(settings, processes=processes, factory=INGEST_FACTORY,
           log_level="debug" if level <= logging.DEBUG else
           "info" if level <= logging.INFO else "warning")

@@ -100,7 +100,7 @@ def replay(settings: Settings, job_ids: tuple[str, ...], everything: bool) -> No
 @click.option("--json", "as_json", is_flag=True)
 @connection_options
 def stats(settings: Settings, as_json: bool) -> None:
-    """Per job name: queued, running, succeeded, failed attempts, dead, rate."""
+    """Per job name: queued, running, retrying, succeeded, failed attempts, dead, rate."""
     from liftline.jobs.status import JobStatus
     from liftline.store.redis_store import connect
 
@@ -115,5 +115,6 @@ def stats(settings: Settings, as_json: bool) -> None:
         click.echo("no jobs yet")
     else:
         print_table(rows, [("name", "JOB"), ("queued", "QUEUED"), ("running", "RUNNING"),
-                           ("succeeded", "DONE"), ("failed_attempts", "FAILED"),
-                           ("dead", "DEAD"), ("rate_per_s", "RATE/S")])
+                           ("retrying", "RETRYING"), ("succeeded", "DONE"),
+                           ("failed_attempts", "FAILED"), ("dead", "DEAD"),
+                           ("rate_per_s", "RATE/S")])

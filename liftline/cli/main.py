@@ -56,6 +56,7 @@ for command in (put, incr, delete, merge, append, get, status, deadletters):
 
 def _register_optional() -> None:
     from liftline.cli.autoscale import autoscale
+    from liftline.cli.dashboard import dashboard
     from liftline.cli.ingest import ingest
     from liftline.cli.jobs import jobs
     from liftline.cli.up import up
@@ -64,6 +65,7 @@ def _register_optional() -> None:
     cli.add_command(ingest)
     cli.add_command(jobs)
     cli.add_command(autoscale)
+    cli.add_command(dashboard)
 
 
 _register_optional()

@@ -99,6 +99,7 @@ def _live_members(client: redis.Redis, keys: Keys) -> dict[str, dict[str, Any]]:
             "id": member_id,
             "host": fields["host"].decode(),
             "pid": int(fields["pid"]),
+            "beat": float(fields["beat"]),  # the member's clock at its last heartbeat
             "heartbeat_age_s": round(time.time() - float(fields["beat"]), 3),
             "replicas": int(fields.get("replicas", b"1")),
             "partitions": report,

@@ -4,6 +4,8 @@
 :func:`app_from_env` (settings from ``LIFTLINE_*``, the App from ``ingest_app``).
 An App's module may define ``ingest_routes(api, service)`` to add routes of its
 own (see ``examples/skiresort``); they get the same auth, metrics and errors.
+A layer above may add routes after the generic ones (``late_routes``): the
+dashboard does (``liftline.dashboard.entry``).
 """
 
 from __future__ import annotations
@@ -37,12 +39,18 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/do
 
 
 class Gate:
-    """Pure ASGI middleware: bearer tokens (when configured) and request metrics."""
+    """Pure ASGI middleware: bearer tokens (when configured) and request metrics.
 
-    def __init__(self, app: ASGIApp, tokens: list[str], metrics: Metrics) -> None:
+    Every path but ``open_paths`` needs ``Authorization: Bearer <token>`` when
+    ``tokens`` is not empty; a request without a good one is answered 401 (JSON).
+    """
+
+    def __init__(self, app: ASGIApp, tokens: list[str], metrics: Metrics,
+                 open_paths: frozenset[str] = OPEN_PATHS) -> None:
         self.app = app
         self.tokens = [t.encode() for t in tokens]
         self.metrics = metrics
+        self.open_paths = open_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -58,7 +66,7 @@ class Gate:
             await send(message)
 
         try:
-            if self.tokens and scope["path"] not in OPEN_PATHS and not self._authorized(scope):
+            if self.tokens and scope["path"] not in self.open_paths and not self._authorized(scope):
                 response = ApiError(401, "unauthorized", "send Authorization: Bearer <token>",
                                     headers={"WWW-Authenticate": 'Bearer realm="liftline"'}
                                     ).response()
@@ -98,15 +106,25 @@ def _server_error(request: Request, exc: Exception) -> Response:
     return ApiError(500, "internal", "internal error (logged)").response()
 
 
+ERROR_HANDLERS: dict[Any, Any] = {ApiError: _api_error, HTTPException: _http_error,
+                                  Exception: _server_error}
+
+
+def parse_tokens(text: str) -> list[str]:
+    """The bearer tokens of a comma-separated setting (blanks dropped)."""
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
 def create_app(settings: Settings, app: App | None = None, *,
-               extra_routes: Any = None) -> Starlette:
+               extra_routes: Any = None, late_routes: Any = None) -> Starlette:
     """The ingest ASGI app for one process; connects on startup, closes on shutdown.
 
-    ``extra_routes(api, service)`` adds routes (default: the App module's
-    ``ingest_routes``, if it has one).
+    ``extra_routes(api, service)`` adds routes before the generic ones (default:
+    the App module's ``ingest_routes``, if it has one); ``late_routes(api,
+    service)`` after them. Routes registered with ``auth=False`` need no token.
     """
     service = IngestService(settings, app)
-    tokens = [t.strip() for t in settings.ingest_tokens.split(",") if t.strip()]
+    tokens = parse_tokens(settings.ingest_tokens)
     api = Api("liftline ingest" + (f" ({app.name})" if app else ""), "1",
               partitions=settings.partitions, tokens=bool(tokens))
     # The app's routes first: Starlette tries routes in order, and an app's hot
@@ -115,6 +133,8 @@ def create_app(settings: Settings, app: App | None = None, *,
         extra_routes(api, service)
     routes.register(api, service.ops, settings.ingest_max_batch_writes)
     jobs_routes.register(api, app)
+    if late_routes is not None:
+        late_routes(api, service)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -125,14 +145,12 @@ def create_app(settings: Settings, app: App | None = None, *,
         finally:
             await service.stop()
 
-    starlette = Starlette(
-        routes=api.routes,
-        lifespan=lifespan,
-        exception_handlers={ApiError: _api_error, HTTPException: _http_error,
-                            Exception: _server_error},
-    )
+    starlette = Starlette(routes=api.routes, lifespan=lifespan,
+                          exception_handlers=ERROR_HANDLERS)
     starlette.router.redirect_slashes = False  # an API answers 404, not a redirect
-    starlette.add_middleware(Gate, tokens=tokens, metrics=service.metrics)
+    starlette.add_middleware(Gate, tokens=tokens,
+                             metrics=service.metrics,
+                             open_paths=OPEN_PATHS | frozenset(api.open_paths))
     starlette.state.service = service
     starlette.state.api = api
     return starlette
@@ -147,10 +165,10 @@ def routes_of(spec: str) -> Any:
     return hook
 
 
-def app_from_env() -> Starlette:
+def app_from_env(late_routes: Any = None) -> Starlette:
     """Factory for uvicorn (``--factory``): settings from LIFTLINE_*, App from ingest_app."""
     settings = Settings.from_env()
     if not settings.ingest_app:
-        return create_app(settings)
+        return create_app(settings, late_routes=late_routes)
     return create_app(settings, load_app(settings.ingest_app),
-                      extra_routes=routes_of(settings.ingest_app))
+                      extra_routes=routes_of(settings.ingest_app), late_routes=late_routes)

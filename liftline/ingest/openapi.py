@@ -73,6 +73,8 @@ class Api:
         self.handlers: dict[str, dict[str, Handler]] = {}  # path -> method -> handler
         self.paths: dict[str, dict[str, Any]] = {}
         self.schemas: dict[str, Any] = {"Error": ERROR, **components(partitions)}
+        # Paths registered with auth=False: the Gate lets them through without a token.
+        self.open_paths: set[str] = set()
 
     def route(self, path: str, method: str, *, summary: str,
               params: Sequence[dict[str, Any]] = (), body: dict[str, Any] | None = None,
@@ -94,8 +96,10 @@ class Api:
                 "summary": summary, "operationId": operation_id or handler.__name__,
                 "parameters": list(params), "responses": {}, "tags": list(tags),
             }
-            if not auth and self.tokens:
-                operation["security"] = []
+            if not auth:
+                self.open_paths.add(path)
+                if self.tokens:
+                    operation["security"] = []
             if body is not None:
                 operation["requestBody"] = {"required": True, "content": {
                     "application/json": {"schema": body}}}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 
+from liftline.errors import ServerError
 from liftline.settings import Settings
 
 APP_FACTORY = "liftline.ingest.app:app_from_env"
@@ -39,13 +40,20 @@ def serve(settings: Settings, *, processes: int = 1, log_level: str = "warning",
     # uvicorn binds the shared socket with protocol 0, and asyncio only turns Nagle
     # off on sockets whose protocol is TCP: every response would then wait ~40 ms
     # for a delayed ACK. So the socket is bound here, as TCP.
-    Multiprocess(config, sockets=[listening_socket(settings)]).run()
+    Multiprocess(config, sockets=[listening_socket(settings.ingest_host,
+                                                   settings.ingest_port)]).run()
 
 
-def listening_socket(settings: Settings) -> socket.socket:
-    family = socket.AF_INET6 if ":" in settings.ingest_host else socket.AF_INET
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket (Nagle off on its connections, see above); ServerError if the
+    address is taken or not this machine's."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.ingest_host, settings.ingest_port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ServerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     sock.set_inheritable(True)
     return sock

@@ -60,18 +60,31 @@ def _record(props: Any, body: bytes) -> dict[str, Any]:
     return record
 
 
-def list_dead(settings: Settings, limit: int = 100) -> list[dict[str, Any]]:
-    """Dead jobs, oldest first: id, job, error, attempts, args."""
-    conn = connect_blocking(settings, name="liftline-jobs-dead", attempts=2,
-                            timeout_s=settings.query_timeout_s)
+def list_dead(settings: Settings, limit: int = 100, *,
+              connection: pika.BlockingConnection | None = None) -> list[dict[str, Any]]:
+    """Dead jobs, oldest first: id, job, error, attempts, args.
+
+    On ``connection`` if given (left open), else on a connection of its own.
+    Declares nothing: a reader whose job settings differ from the workers' (a
+    delivery limit, say) must not be refused for declaring the queues otherwise,
+    and no dead-letter queue yet means no dead jobs.
+    """
+    conn = connection or connect_blocking(settings, name="liftline-jobs-dead", attempts=2,
+                                          timeout_s=settings.query_timeout_s)
     try:
-        names = topology.declare(conn.channel(), settings)
-        channel, got = _read_all(conn, names.dead, limit)
+        names = topology.JobNames(settings.cluster)
+        try:
+            channel, got = _read_all(conn, names.dead, limit,
+                                     timeout_s=settings.query_timeout_s)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code == 404:
+                return []
+            raise
         records = [_record(props, body) for _, props, body in got]
         close_without_cancel(channel)  # the dead jobs stay where they are
         return records
     finally:
-        if conn.is_open:
+        if connection is None and conn.is_open:
             conn.close()
 
 

@@ -57,8 +57,9 @@ class OutcomeWriter:
         """Record the failed attempt and the retry; off a key queue, publish the next
         attempt to its delay queue (declared on first use)."""
         self._record_failure(job, retry.error)
-        self.status.set(job.id, job.name, "retrying", attempt=job.attempt, error=retry.error,
-                        retry_in=round(retry.delay, 3))
+        # counter: the per-name ``retrying`` gauge; the job's next begin takes it back.
+        self.status.set(job.id, job.name, "retrying", attempt=job.attempt, counter="retrying",
+                        error=retry.error, retry_in=round(retry.delay, 3))
         if retry.in_place:
             return
         assert self._pub is not None, "no connection yet"

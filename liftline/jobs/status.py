@@ -30,7 +30,8 @@ return 1
 """
 
 
-# Mark a job running unless it already ended; returns the state it had.
+# Mark a job running unless it already ended; returns the state it had (a job
+# that was waiting for its retry then leaves the per-name ``retrying`` gauge).
 _BEGIN_LUA = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'succeeded' or state == 'dead' then return state end
@@ -66,17 +67,19 @@ class JobStatus:
         scripted = [(self._create, [self.keys.job(job_id)],
                      [name, now, key or "", _PENDING_TTL_S]) for job_id, name, key in jobs]
         created = [bool(r) for r in self._execute(pipe, scripted)]
-        self._uncount("enqueued", Counter(
-            name for (_, name, _), new in zip(jobs, created, strict=True) if not new))
+        self._adjust(Counter(
+            (name, "enqueued") for (_, name, _), new in zip(jobs, created, strict=True)
+            if not new))
         return created
 
-    def _uncount(self, counter: str, names: Counter[str]) -> None:
-        """Take back what was counted for a script that did nothing (rare)."""
-        if not names:
+    def _adjust(self, down: Counter[tuple[str, str]]) -> None:
+        """Take ``(name, counter)`` down by its count: what was counted for a script
+        that did nothing, or a gauge a script's answer says to lower (rare)."""
+        if not down:
             return
         try:
             pipe = self.client.pipeline(transaction=False)
-            for name, count in names.items():
+            for (name, counter), count in down.items():
                 pipe.hincrby(self.keys.job_stats(name), counter, -count)
             pipe.execute()
         except redis.RedisError as exc:
@@ -109,9 +112,10 @@ class JobStatus:
                     for job_id, name, attempt in begin]
         before = [s.decode() if isinstance(s, bytes) else str(s)
                   for s in self._execute(pipe, scripted)]
-        self._uncount("started", Counter(
-            name for (_, name, _), state in zip(begin, before, strict=True)
-            if state in TERMINAL))
+        self._adjust(Counter(
+            (name, "started" if state in TERMINAL else "retrying")
+            for (_, name, _), state in zip(begin, before, strict=True)
+            if state in TERMINAL or state == "retrying"))
         return before
 
     def _execute(self, pipe: Any, scripted: list[tuple[Any, list[str], list[Any]]]
@@ -196,7 +200,8 @@ class JobStatus:
             raise store_error(exc) from exc
 
     def stats(self) -> list[dict[str, Any]]:
-        """Per job name: enqueued, started, succeeded, failed attempts, dead, rate/s."""
+        """Per job name: enqueued, queued, running, retrying (waiting for their next
+        attempt), succeeded, failed attempts, dead (ever), rate/s."""
         try:
             names = sorted(n.decode() for n in self.client.smembers(self.keys.job_names))
             out = []
@@ -209,11 +214,12 @@ class JobStatus:
                 done = raw.get("succeeded", 0)
                 dead = raw.get("dead", 0)
                 running = max(0, raw.get("started", 0) - done - raw.get("failed", 0))
+                retrying = max(0, raw.get("retrying", 0))
                 out.append({
                     "name": name, "enqueued": raw.get("enqueued", 0),
                     "queued": max(0, raw.get("enqueued", 0) + raw.get("replayed", 0)
-                                  - done - dead - running),
-                    "running": running, "succeeded": done,
+                                  - done - dead - running - retrying),
+                    "running": running, "retrying": retrying, "succeeded": done,
                     "failed_attempts": raw.get("failed", 0), "dead": dead,
                     "rate_per_s": round((last + now) / (60 + time.time() % 60), 2),
                 })

@@ -18,13 +18,13 @@ import time
 from pathlib import Path
 
 from liftline.errors import ServerError
+from liftline.queue.management import management_get
 from liftline.servers.base import (
     Endpoints,
     ServerProvider,
     amqp_answers,
     free_ports,
     management_api_answers,
-    management_get,
     port_answers,
     redis_answers,
 )

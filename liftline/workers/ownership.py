@@ -239,7 +239,9 @@ class Ownership:
         return sum(o.store.pending_writes for o in self.owned.values())
 
     def report(self) -> dict[int, Any]:
-        """Per held partition: role, applied/flushed offsets, keys, epoch (for status)."""
+        """Per held partition: role, applied/flushed offsets, keys, epoch, and the
+        writes applied since this worker loaded it (for status and the dashboard's
+        writes/s)."""
         return {
             p: {
                 "role": o.role,
@@ -247,6 +249,7 @@ class Ownership:
                 "flushed": o.flushed_offset,
                 "keys": len(o.store.data),
                 "epoch": o.epoch,
+                "writes": o.store.applied_writes,
             }
             for p, o in self.owned.items()
         }

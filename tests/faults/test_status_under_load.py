@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import run_liftline, wait_until
-from pipeline import REPO, Workers
+from pipeline import REPO, PacedLoad, Workers
 
 from liftline import Producer, Settings
 from liftline.cluster.registry import live_members
@@ -25,54 +24,6 @@ from liftline.store.keys import Keys
 
 CALLS = 20
 TARGET_RATE = 20_000  # writes/s offered; the test reports what was achieved
-
-
-class PacedLoad:
-    """Increments at up to ``rate`` writes/s in bursts of 1,000, bounded in count and time."""
-
-    def __init__(self, producer: Producer, rate: int, max_writes: int = 3_000_000,
-                 max_seconds: float = 120.0) -> None:
-        self.producer = producer
-        self.rate = rate
-        self.max_writes = max_writes
-        self.max_seconds = max_seconds
-        self.acked = 0
-        self.errors: list[BaseException] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.started = 0.0
-        self.ended = 0.0
-
-    def __enter__(self) -> PacedLoad:
-        self.started = time.monotonic()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(60)
-
-    def _run(self) -> None:
-        sent = 0
-        try:
-            while not self._stop.is_set() and sent < self.max_writes \
-                    and time.monotonic() - self.started < self.max_seconds:
-                futures = [self.producer.submit("incr", f"load:{(sent + i) % 5000}", 1)
-                           for i in range(1000)]
-                sent += 1000
-                for future in futures:
-                    future.result(timeout=30)
-                self.acked = sent
-                ahead = sent / self.rate - (time.monotonic() - self.started)
-                if ahead > 0:
-                    self._stop.wait(ahead)
-        except BaseException as exc:  # surfaced by the test
-            self.errors.append(exc)
-        finally:
-            self.ended = time.monotonic()
-
-    def achieved(self) -> float:
-        return self.acked / max(1e-9, (self.ended or time.monotonic()) - self.started)
 
 
 def status_json(settings: Settings) -> tuple[int, dict[str, Any] | None, str, float]:

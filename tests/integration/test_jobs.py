@@ -306,3 +306,18 @@ def test_split_pools_and_the_cli_for_dead_jobs(client, job_settings, job_workers
     assert replayed.returncode == 0 and "replayed 1 job(s)" in replayed.stdout, replayed
     assert handle.result(timeout=30) == "fixed"
     assert _cli(job_settings, "status", handle.id).stdout.startswith("succeeded")
+
+
+def test_stats_count_a_job_waiting_for_its_retry_as_retrying(client, job_workers):
+    job_workers.start(app=APP)
+    handle = client.enqueue("second_time")
+
+    def row():
+        return next((r for r in client.status.stats() if r["name"] == "second_time"), None)
+
+    waiting = wait_until(lambda: (r := row()) and r["retrying"] == 1 and r, 20,
+                         message="the job counted as retrying")
+    assert (waiting["queued"], waiting["running"], waiting["failed_attempts"]) == (0, 0, 1)
+    assert handle.result(timeout=20) == 2
+    done = row()
+    assert (done["retrying"], done["queued"], done["running"], done["succeeded"]) == (0, 0, 0, 1)

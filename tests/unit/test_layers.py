@@ -28,6 +28,7 @@ LAYERS: list[set[str]] = [
     {"workers"},
     {"ingest", "autoscale"},
     {"status"},
+    {"dashboard"},
     {"servers"},
     {"stack"},
     {"cli"},
