@@ -46,7 +46,7 @@ def create_app(settings: Settings, tokens: list[str], hub: Hub | None = None) ->
     With ``tokens``, the JSON view and the replay need ``Authorization: Bearer``
     (the page itself does not: it holds no data, and asks for the token).
     """
-    api = Api("liftline dashboard", "1")
+    api = Api("liftline dashboard", "1", partitions=settings.partitions, tokens=bool(tokens))
     routes.register(api, settings, hub)
 
     @api.route("/healthz", "GET", summary="The process is up", tags=("ops",), auth=False,

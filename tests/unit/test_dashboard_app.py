@@ -205,7 +205,10 @@ def test_the_openapi_document_lists_the_dashboard_routes() -> None:
     status, _, body = call(app_with(), "GET", "/openapi.json")
     paths = json.loads(body)["paths"]
     assert {"/dashboard", "/dashboard/api/view", "/dashboard/api/replay"} <= set(paths)
-    assert paths["/dashboard"]["get"]["security"] == []
+    assert paths["/dashboard"]["get"]["security"] == []  # open, where tokens are needed
+    assert "security" not in json.loads(body)["paths"]["/dashboard/api/view"]["get"]
+    _, _, bare = call(app_with(tokens=()), "GET", "/openapi.json")
+    assert "security" not in json.loads(bare)["paths"]["/dashboard"]["get"]  # no tokens at all
 
 
 def test_the_page_loads_nothing_from_elsewhere() -> None:
