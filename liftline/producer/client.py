@@ -213,7 +213,7 @@ class Producer:
                     taken = group[start:start + take] if start or take < len(group) else group
                     taken_bytes = left_bytes if take == len(group) - start \
                         else sum(map(len, taken))
-                    segs.append(Segment(start, batch, batch.first_seq + len(batch.writes)))
+                    segs.append(Segment(start, take, batch, batch.first_seq + len(batch.writes)))
                     batch.writes.extend(taken)
                     batch.size += taken_bytes
                     start += take

@@ -12,7 +12,7 @@ import time
 from array import array
 from bisect import bisect_right
 from collections.abc import Iterator, Sequence
-from typing import overload
+from typing import NamedTuple, overload
 
 from liftline.errors import LiftlineError, Timeout
 from liftline.queue.batch import Batch
@@ -50,15 +50,27 @@ class WriteFuture:
 
 
 class Segment:
-    """Writes ``start_rank`` onwards of one partition's share of a submit_many call that
-    went into ``batch``, the first of them with sequence number ``first_seq``."""
+    """``count`` writes, from ``start_rank`` on, of one partition's share of a submit_many
+    call that went into ``batch``, the first of them with sequence number ``first_seq``."""
 
-    __slots__ = ("start_rank", "batch", "first_seq")
+    __slots__ = ("start_rank", "count", "batch", "first_seq")
 
-    def __init__(self, start_rank: int, batch: Batch, first_seq: int) -> None:
+    def __init__(self, start_rank: int, count: int, batch: Batch, first_seq: int) -> None:
         self.start_rank = start_rank
+        self.count = count
         self.batch = batch
         self.first_seq = first_seq
+
+
+class Share(NamedTuple):
+    """The writes of one submit_many call that went to one partition: ``writes`` of them,
+    with the sequence numbers ``first_seq`` … ``first_seq + writes - 1``, in ``batches``
+    (published and confirmed in that order)."""
+
+    partition: int
+    writes: int
+    first_seq: int
+    batches: list[Batch]
 
 
 class WriteFutures(Sequence[WriteFuture]):
@@ -115,6 +127,11 @@ class WriteFutures(Sequence[WriteFuture]):
     def batches(self) -> list[Batch]:
         """The distinct batches that carry these writes."""
         return list(self._batches)
+
+    def shares(self) -> list[Share]:
+        """Per partition the call wrote to: how many writes, their seqs and batches."""
+        return [Share(p, sum(s.count for s in segs), segs[0].first_seq,
+                      [s.batch for s in segs]) for p, segs in self._segments.items()]
 
     def tickets(self) -> list[Ticket]:
         """Every write's Ticket, in order: known at once, proof of nothing until confirmed."""

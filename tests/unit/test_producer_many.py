@@ -91,6 +91,9 @@ def test_a_call_larger_than_a_batch_is_split_at_batch_max_writes(loop):
     assert [(first, [w[2] for w in writes]) for _, _, _, first, writes in stream(loop)] == [
         (1, [0, 1, 2]), (4, [3, 4, 5])]
     assert len(futures.batches) == 3
+    (share,) = futures.shares()
+    assert (share.partition, share.writes, share.first_seq) == (1, 8, 1)
+    assert share.batches == futures.batches
     loop.channel.ack(1)
     assert [futures[i].done() for i in range(8)] == [True] * 3 + [False] * 5
     assert futures[2].result(0) == Ticket(1, "prod", 3)
@@ -121,6 +124,8 @@ def test_a_call_is_split_before_a_batch_would_pass_the_byte_cap(loop):
     assert [t.seq for t in tickets] == [*range(2, 12), 1]
     got = applied(loop)
     assert [got[(3, seq)][2] for seq in range(2, 12)] == [w[2] for w in writes]
+    assert sorted((s.partition, s.writes, s.first_seq) for s in futures.shares()) == [
+        (0, 1, 1), (3, 10, 2)]
     assert got[(0, 1)] == ["set", other, 1]
 
 
