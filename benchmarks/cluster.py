@@ -20,7 +20,10 @@ import redis
 from benchmarks.env import REPO, memory_kb
 from benchmarks.progress import Deadline, say
 from liftline.cluster.registry import live_members
+from liftline.errors import LiftlineError, Timeout
 from liftline.producer import WriteFuture
+from liftline.producer.futures import WriteFutures
+from liftline.queue.batch import Batch
 from liftline.settings import Settings
 from liftline.store.keys import Keys
 
@@ -159,17 +162,36 @@ class WorkerProcess:
         return time.monotonic() - began
 
 
+class _Share:
+    """The writes one submit_many call sent to one partition, as the Tracker sees them."""
+
+    __slots__ = ("batches",)
+
+    def __init__(self, batches: list[Batch]) -> None:
+        self.batches = batches
+
+    def done(self) -> bool:
+        return all(b.done for b in self.batches)
+
+    def exception(self, timeout: float | None) -> LiftlineError | None:
+        for batch in self.batches:
+            if not batch.wait_done(timeout):
+                return Timeout("not confirmed in time")
+        return next((b.error for b in self.batches if b.error is not None), None)
+
+
 class Tracker:
     """Futures of one producer that are not settled yet, and what was confirmed.
 
     One queue per partition: a partition's batches are published, and confirmed, in
     order, so the settled futures are always at the head of their queue. :meth:`add`
-    runs on the submitting thread; :meth:`poll` on any other (or the same) thread;
-    a deque's append and popleft are thread-safe.
+    (one write's future) and :meth:`add_many` (a submit_many call's) run on the
+    submitting thread; :meth:`poll` on any other (or the same) thread; a deque's append
+    and popleft are thread-safe. Each entry is (future, writes, last seq).
     """
 
     def __init__(self, partitions: int = PARTITIONS) -> None:
-        self.pending: list[deque[WriteFuture]] = [deque() for _ in range(partitions)]
+        self.pending: list[deque[tuple[Any, int, int]]] = [deque() for _ in range(partitions)]
         self.submitted = 0
         self.confirmed = 0
         self.failed = 0
@@ -179,10 +201,17 @@ class Tracker:
         self._lock = threading.Lock()
 
     def add(self, future: WriteFuture) -> None:
-        ticket = future.ticket
-        self.pending[ticket.partition].append(future)
-        self.submitted_seq[ticket.partition] = ticket.seq
+        partition, _, seq = future.ticket
+        self.pending[partition].append((future, 1, seq))
+        self.submitted_seq[partition] = seq
         self.submitted += 1
+
+    def add_many(self, futures: WriteFutures) -> None:
+        for share in futures.shares():
+            last = share.first_seq + share.writes - 1
+            self.pending[share.partition].append((_Share(share.batches), share.writes, last))
+            self.submitted_seq[share.partition] = last
+        self.submitted += len(futures)
 
     def poll(self) -> int:
         """Settle the done futures at the heads; returns how many are still pending."""
@@ -191,16 +220,16 @@ class Tracker:
             for partition, pending in enumerate(self.pending):
                 last = 0
                 while pending:
-                    future = pending[0]
+                    future, count, seq = pending[0]
                     if not future.done():
                         break
                     pending.popleft()
                     error = future.exception(0)
                     if error is None:
-                        self.confirmed += 1
-                        last = future.ticket.seq
+                        self.confirmed += count
+                        last = seq
                     else:
-                        self.failed += 1
+                        self.failed += count
                         if not self.first_error:
                             self.first_error = f"{type(error).__name__}: {error}"
                 if last > self.confirmed_seq[partition]:
@@ -213,7 +242,7 @@ class Tracker:
         while self.poll():
             if deadline.passed():
                 return False
-            head = next((q[0] for q in self.pending if q), None)
+            head = next((q[0][0] for q in self.pending if q), None)
             if head is not None:
                 head.exception(min(0.5, deadline.left()))
         return True

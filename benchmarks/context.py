@@ -29,6 +29,7 @@ class Sizes:
     keyspace: int = 1_000_000      # distinct keys of the backlog
     duration_s: float = 60.0       # each end-to-end run
     paced_rate: int = 30_000
+    e2e_many_writes: int = 2_000_000  # the end-to-end run through submit_many
     submit_limit_s: float = 60.0   # any one producing phase
     confirm_limit_s: float = 60.0  # waiting for outstanding confirms
     apply_limit_s: float = 240.0   # the worker draining the backlog
@@ -45,6 +46,7 @@ class Sizes:
     @classmethod
     def quick(cls) -> Sizes:
         return cls(writes=100_000, backlog=200_000, keyspace=1_000_000, duration_s=10.0,
+                   e2e_many_writes=400_000,
                    submit_limit_s=20.0, confirm_limit_s=30.0, apply_limit_s=60.0,
                    drain_limit_s=20.0, jobs=3_000, jobs_submit_limit_s=60.0,
                    jobs_drain_limit_s=60.0, jobs_single_limit_s=10.0,

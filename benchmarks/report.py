@@ -143,7 +143,7 @@ def markdown(results: Results) -> str:
         for phase, row in results.cpu.items():
             cells = " | ".join(f"{row[n]:.2f}" if n in row else "" for n in names)
             lines.append(f"| {phase} | {row.get('wall_s', 0):.1f} | {cells} |")
-    for name in ("e2e.paced", "e2e.unpaced"):
+    for name in ("e2e.paced", "e2e.unpaced", "e2e.unpaced-many"):
         samples = results.details.get(name, {}).get("samples")
         if samples:
             lines += ["", f"<details><summary>{name}: per-second samples</summary>", "",

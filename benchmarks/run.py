@@ -27,10 +27,11 @@ from benchmarks.context import Context, Sizes
 from benchmarks.e2e import run_e2e
 from benchmarks.env import BenchServers, background_cores, command_line, machine, versions
 from benchmarks.jobs import run_jobs
+from benchmarks.producer_bench import run_producer
 from benchmarks.progress import say
 from benchmarks.report import RESULTS_DIR, Results, markdown, write
 from benchmarks.worker_apply import run_worker_apply
-from benchmarks.write_path import run_baseline, run_producer
+from benchmarks.write_path import run_baseline
 
 QUIET_CORES = 0.3
 SCENARIOS: dict[str, Callable[[Context], None]] = {

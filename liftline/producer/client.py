@@ -18,7 +18,10 @@ import logging
 import os
 import threading
 import time
+import weakref
+from array import array
 from collections import deque
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from liftline import codec
@@ -27,7 +30,7 @@ from liftline.cluster import bootstrap
 from liftline.errors import InvalidWrite, LiftlineError, Timeout
 from liftline.jobs.client import JobClient, JobHandle
 from liftline.partitioning import partition_for
-from liftline.producer.futures import WriteFuture
+from liftline.producer.futures import Segment, WriteFuture, WriteFutures
 from liftline.queue.batch import Batch
 from liftline.queue.loops import LoopDriver
 from liftline.queue.publisher import ConfirmingPublisher
@@ -35,6 +38,18 @@ from liftline.settings import Settings
 from liftline.tickets import Ticket, new_producer_id
 
 log = logging.getLogger(__name__)
+
+# Every Producer of this process: a forked child marks them unusable (their
+# connection and I/O thread stayed in the parent). Cheaper than os.getpid() per write.
+_LIVE: weakref.WeakSet[Producer] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for producer in list(_LIVE):
+        producer._refusal = "a Producer cannot be used after fork; create one per process"
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Producer:
@@ -69,15 +84,20 @@ class Producer:
         self._max_buffered = max_buffered
         self._lock = threading.Lock()
         self._space = threading.Condition(self._lock)
-        self._open: dict[int, Batch] = {}
+        self._max_writes = self.settings.batch_max_writes
+        # Room for the batch envelope (version, producer id, first seq, array header).
+        self._max_bytes = self.settings.batch_max_bytes - 256
+        self._linger_zero = self.settings.linger_ms == 0
+        # None while writes are taken; else why not (closed, or used after a fork).
+        self._refusal: str | None = None
+        self._open: list[Batch | None] = [None] * self._partitions
         self._sealed: list[Batch] = []
         # Every batch not known to be settled, oldest first: flush waits for these,
         # including the ones the publisher already took.
         self._unsettled: deque[Batch] = deque()
         self._next_seq = [1] * self._partitions
         self._buffered = 0
-        self._closed = False
-        self._pid = os.getpid()
+        _LIVE.add(self)
         self._jobs: JobClient | None = None
         if declare:
             self._prepare_cluster()
@@ -99,49 +119,168 @@ class Producer:
     # -- writes ------------------------------------------------------------
     def submit(self, op: str, key: str, value: Any = None, arg: Any = None) -> WriteFuture:
         """Queue one write; returns its future at once. Raises InvalidWrite for bad input."""
-        if self.app is not None and op not in codec.BUILTIN_OPS and op not in self.app.reducers:
-            raise InvalidWrite(f"unknown op {op!r}: not built in and not a reducer of the app")
+        if self.app is not None:
+            self._check_op(op)
         packed = codec.pack_write(op, key, value, arg)
         partition = partition_for(key, self._partitions)
+        size = len(packed)
         wake = opened = False
+        # Only what must be atomic happens under the lock (packing, hashing and the
+        # future are outside): threads that share a Producer queue up here, and a
+        # thread the GIL switches away from while it holds the lock stalls the others.
         with self._lock:
-            if self._closed:
-                raise LiftlineError("producer is closed")
-            if os.getpid() != self._pid:
-                raise LiftlineError("a Producer cannot be used after fork; create one per process")
-            deadline = time.monotonic() + self.settings.confirm_timeout_s
-            while self._buffered >= self._max_buffered:
-                if not self._space.wait(deadline - time.monotonic()):
-                    raise Timeout("producer buffer full: RabbitMQ is not confirming writes")
-            batch = self._open.get(partition)
-            if batch is not None and (
-                len(batch.writes) >= self.settings.batch_max_writes
-                or batch.size + len(packed) > self.settings.batch_max_bytes - 256
-            ):
-                self._sealed.append(self._open.pop(partition))
-                batch, wake = None, True
-            if batch is None:
+            if self._refusal is not None:
+                raise LiftlineError(self._refusal)
+            if self._buffered >= self._max_buffered:
+                self._wait_for_space()
+            batch = self._open[partition]
+            if batch is None or len(batch.writes) >= self._max_writes \
+                    or batch.size + size > self._max_bytes:
+                wake = batch is not None  # a full batch goes out without lingering
                 if self._renew_at <= time.time():
                     self._renew_id()
                     wake = True
-                batch = self._open[partition] = Batch(partition, self._next_seq[partition],
-                                                      self.producer_id)
+                batch = self._new_batch(partition)
                 opened = True
-                while self._unsettled and self._unsettled[0].done:
-                    self._unsettled.popleft()
-                self._unsettled.append(batch)
             seq = batch.first_seq + len(batch.writes)
             batch.writes.append(packed)
-            batch.size += len(packed)
-            self._next_seq[partition] = seq + 1
+            batch.size += size
             self._buffered += 1
-            if self.settings.linger_ms == 0:
-                wake = True
-        if wake:
+        if wake or self._linger_zero:
             self._publisher.wake()
         if opened:
             self._publisher.batch_opened()
         return WriteFuture(batch, Ticket(partition, batch.producer_id, seq))
+
+    def submit_many(self, writes: Iterable[Sequence[Any]]) -> WriteFutures:
+        """Queue many writes in one call; returns their futures (a sequence) at once.
+
+        Each write is ``(op, key, value)`` or ``(op, key, value, arg)``, as for
+        :meth:`submit`. Every write is checked and packed before any is queued: one
+        bad write raises InvalidWrite (naming its index) and sends none of them.
+        The call takes the Producer's lock once, so the writes of a partition get
+        consecutive sequence numbers in the list's order and no other thread's write
+        comes between them. Each write's future resolves only after RabbitMQ
+        confirmed its batch, as with :meth:`submit`; no object per write is made
+        until one is asked for (``futures[i]``, ``futures.result()``).
+
+        The buffer bound (``max_buffered``) is checked once per call: a call waits
+        while the buffer is full, then queues all of its writes.
+        """
+        pack_write, place, partitions = codec.pack_write, partition_for, self._partitions
+        check_op = self._check_op if self.app is not None else None
+        groups: dict[int, list[bytes]] = {}
+        group_bytes: dict[int, int] = {}
+        parts: array[int] = array("I")
+        ranks: array[int] = array("I")
+        for i, write in enumerate(writes):
+            try:
+                if len(write) == 3:
+                    op, key, value = write
+                    arg = None
+                else:
+                    op, key, value, arg = write
+                if check_op is not None:
+                    check_op(op)
+                packed = pack_write(op, key, value, arg)
+            except InvalidWrite as exc:
+                raise InvalidWrite(f"write {i}: {exc}") from exc
+            except (TypeError, ValueError) as exc:
+                raise InvalidWrite(f"write {i}: expected (op, key, value) or "
+                                   f"(op, key, value, arg), got {write!r:.80}") from exc
+            partition = place(key, partitions)
+            group = groups.get(partition)
+            if group is None:
+                group = groups[partition] = []
+                group_bytes[partition] = 0
+            ranks.append(len(group))
+            group.append(packed)
+            group_bytes[partition] += len(packed)
+            parts.append(partition)
+        segments: dict[int, list[Segment]] = {}
+        wake = opened = False
+        with self._lock:
+            if self._refusal is not None:
+                raise LiftlineError(self._refusal)
+            if self._buffered >= self._max_buffered:
+                self._wait_for_space()
+            if self._renew_at <= time.time():
+                self._renew_id()  # before the call's first batch: all its writes share one id
+                wake = True
+            producer_id = self.producer_id
+            for partition, group in groups.items():
+                segs = segments[partition] = []
+                start, left_bytes = 0, group_bytes[partition]
+                while start < len(group):
+                    batch = self._open[partition]
+                    if batch is None or len(batch.writes) >= self._max_writes \
+                            or batch.size + len(group[start]) > self._max_bytes:
+                        wake = wake or batch is not None
+                        batch = self._new_batch(partition)
+                        opened = True
+                    take = len(group) - start
+                    room = self._max_writes - len(batch.writes)
+                    if take > room or batch.size + left_bytes > self._max_bytes:
+                        take = self._fit(group, start, min(take, room), batch)
+                    taken = group[start:start + take] if start or take < len(group) else group
+                    taken_bytes = left_bytes if take == len(group) - start \
+                        else sum(map(len, taken))
+                    segs.append(Segment(start, take, batch, batch.first_seq + len(batch.writes)))
+                    batch.writes.extend(taken)
+                    batch.size += taken_bytes
+                    start += take
+                    left_bytes -= taken_bytes
+                    if len(batch.writes) >= self._max_writes:
+                        self._seal(partition, batch)  # full: out now, not after linger
+                        wake = True
+            self._buffered += len(parts)
+        if wake or (self._linger_zero and parts):
+            self._publisher.wake()
+        if opened:
+            self._publisher.batch_opened()
+        return WriteFutures(producer_id, parts, ranks, segments)
+
+    def _fit(self, group: list[bytes], start: int, most: int, batch: Batch) -> int:
+        """How many of ``group[start:]`` (at most ``most``, at least one) fit ``batch``."""
+        room = self._max_bytes - batch.size
+        n = 0
+        while n < most:
+            room -= len(group[start + n])
+            if room < 0 and (n or batch.writes):
+                break
+            n += 1
+        return n
+
+    def _check_op(self, op: str) -> None:
+        assert self.app is not None
+        if op not in codec.BUILTIN_OPS and op not in self.app.reducers:
+            raise InvalidWrite(f"unknown op {op!r}: not built in and not a reducer of the app")
+
+    def _wait_for_space(self) -> None:
+        """Wait (holding the lock's condition) until the buffer has room; Timeout if not."""
+        deadline = time.monotonic() + self.settings.confirm_timeout_s
+        while self._buffered >= self._max_buffered:
+            if not self._space.wait(deadline - time.monotonic()):
+                raise Timeout("producer buffer full: RabbitMQ is not confirming writes")
+        if self._refusal is not None:
+            raise LiftlineError(self._refusal)
+
+    def _new_batch(self, partition: int) -> Batch:
+        """Seal ``partition``'s open batch (if any) and open the next one (under the lock)."""
+        old = self._open[partition]
+        if old is not None:
+            self._seal(partition, old)
+        batch = self._open[partition] = Batch(partition, self._next_seq[partition],
+                                              self.producer_id)
+        while self._unsettled and self._unsettled[0].done:
+            self._unsettled.popleft()
+        self._unsettled.append(batch)
+        return batch
+
+    def _seal(self, partition: int, batch: Batch) -> None:
+        self._open[partition] = None
+        self._next_seq[partition] = batch.first_seq + len(batch.writes)
+        self._sealed.append(batch)
 
     def write(self, op: str, key: str, value: Any = None, arg: Any = None,
               timeout: float | None = None) -> Ticket:
@@ -190,8 +329,9 @@ class Producer:
     def _renew_id(self) -> None:
         """Take a fresh producer id (under the lock): open batches are sealed under
         the old one, and sequence numbers start again at 1."""
-        self._sealed.extend(self._open.values())
-        self._open.clear()
+        for partition, batch in enumerate(self._open):
+            if batch is not None:
+                self._seal(partition, batch)
         self.producer_id = new_producer_id()
         self._next_seq = [1] * self._partitions
         self._renew_at = time.time() + self.settings.producer_id_ttl_s / 2
@@ -202,9 +342,9 @@ class Producer:
         """Seal batches that lingered long enough and hand them out, packed."""
         cutoff = time.monotonic() - self.settings.linger_ms / 1000.0
         with self._lock:
-            for partition, batch in list(self._open.items()):
-                if everything or batch.created <= cutoff:
-                    self._sealed.append(self._open.pop(partition))
+            for partition, batch in enumerate(self._open):
+                if batch is not None and (everything or batch.created <= cutoff):
+                    self._seal(partition, batch)
             out, self._sealed = self._sealed, []
             released = sum(len(b.writes) for b in out)
             self._buffered -= released
@@ -238,9 +378,10 @@ class Producer:
     def close(self, timeout: float = 30.0) -> None:
         """Publish what is buffered, wait for confirms, and close the connection."""
         with self._lock:
-            if self._closed:
+            if self._refusal is not None:
                 return
-            self._closed = True
+            self._refusal = "producer is closed"
+            self._space.notify_all()
         try:
             self.flush(timeout)
         finally:

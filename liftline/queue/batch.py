@@ -69,6 +69,10 @@ class Batch:
                 return
         fn(self)
 
+    def wait_done(self, timeout: float | None) -> bool:
+        """Wait until the batch is settled, either way; False if ``timeout`` passed first."""
+        return self._event.wait(timeout)
+
     def wait(self, timeout: float | None) -> None:
         if not self._event.wait(timeout):
             raise Timeout(f"write not confirmed within {timeout}s (it may still be)")

@@ -85,6 +85,8 @@ class ConfirmingPublisher:
         self._by_message_id: dict[str, Batch] = {}
         self.blocked = False
         self.connected = threading.Event()
+        #: Messages (batches) handed to the broker so far, republished ones included.
+        self.published = 0
 
     # -- thread-safe API ---------------------------------------------------
     def start(self) -> None:
@@ -290,6 +292,7 @@ class ConfirmingPublisher:
                 return
             batch.sent_at = self._loop.now()
             batch.returned = False
+            self.published += 1
             self._unconfirmed[self._next_tag] = batch
             self._by_message_id[batch.message_id] = batch
             self._next_tag += 1

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import threading
+from typing import Any
 
 import pika
 import pytest
@@ -34,6 +36,49 @@ def test_100k_mixed_writes_from_4_threads_match_a_fold(settings, workers, redis_
     assert redis_state(redis_client, settings) == expected
     in_memory = memory_state(settings, sorted(expected) + ["never-written"])
     assert in_memory == expected
+
+
+def test_submit_many_from_4_threads_beside_single_writes_matches_a_fold(
+        settings, workers, redis_client):
+    workers.start()
+    model, calls = Model(), []
+    lock = threading.Lock()
+
+    def load(n: int) -> None:
+        rng = random.Random(n)
+        for c in range(20):
+            writes: list[tuple[Any, ...]] = []
+            for i in range(500):
+                roll = rng.random()
+                if roll < 0.5:
+                    writes.append(("incr", f"shared:{rng.randrange(300)}", rng.choice([1, 2])))
+                elif roll < 0.8:
+                    writes.append(("set", f"t{n}:k{rng.randrange(500)}", [c, i]))
+                else:
+                    writes.append(("append", f"t{n}:l{rng.randrange(50)}", i, 3))
+            futures = producer.submit_many(writes)
+            with lock:
+                calls.append((writes, futures))
+
+    with Producer(settings) as producer:
+        threads = [threading.Thread(target=load, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        singles = [producer.submit("incr", f"shared:{i % 300}", 10) for i in range(2000)]
+        for t in threads:
+            t.join(120)
+        tickets = [f.result(60) for f in singles]
+        for writes, futures in calls:
+            tickets += futures.result(60)
+            for write in writes:
+                model.apply(*write)
+    for i in range(2000):
+        model.apply("incr", f"shared:{i % 300}", 10)
+    assert len(calls) == 80 and len(tickets) == 42_000 == len(set(tickets))
+    wait_flushed(redis_client, settings, tickets)
+    expected = model.values
+    assert redis_state(redis_client, settings) == expected
+    assert memory_state(settings, sorted(expected)) == expected
 
 
 def test_republished_batch_is_applied_once(settings, workers, redis_client):

@@ -254,3 +254,23 @@ def test_a_renewal_seals_the_open_batches_under_the_old_id(
     bodies = sorted((pid, seq, len(w)) for pid, seq, w in
                     (codec.unpack_batch(p.body) for p in loop.published))
     assert len(bodies) == 3 and sum(n for _, _, n in bodies) == 3
+
+
+def test_a_submit_many_call_renews_first_so_all_its_writes_share_one_id(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    loop, wall, producer = renewing_producer(monkeypatch)
+    first_id = producer.producer_id
+    producer.submit("incr", "warm", 1)  # an open batch under the first id
+    wall[0] += 31
+    futures = producer.submit_many([("incr", f"k{i}", 1) for i in range(20)])
+    loop.advance(0.05)
+    loop.channel.ack_all()
+    loop.run_ready()
+    tickets = futures.result(0)
+    assert {t.producer_id for t in tickets} == {producer.producer_id} != {first_id}
+    for partition in {t.partition for t in tickets}:
+        seqs = [t.seq for t in tickets if t.partition == partition]
+        assert seqs == list(range(1, len(seqs) + 1))
+    bodies = [codec.unpack_batch(p.body) for p in loop.published]
+    assert sum(len(w) for _, _, w in bodies) == 21
+    assert {pid for pid, _, _ in bodies} == {first_id, producer.producer_id}
