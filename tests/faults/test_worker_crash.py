@@ -10,6 +10,9 @@ from pipeline import Model, memory_state, mixed_load, redis_state, wait_flushed
 from liftline import Producer
 from liftline.store.keys import Keys
 
+# Enough that the load outlasts the first flush (the Producer got faster).
+WRITES_PER_THREAD = 50_000
+
 
 def test_sigkill_mid_load_then_restart_gives_the_same_fold(settings, workers, redis_client):
     first = workers.start()
@@ -22,12 +25,12 @@ def test_sigkill_mid_load_then_restart_gives_the_same_fold(settings, workers, re
 
     with Producer(settings) as producer:
         threads = [threading.Thread(target=mixed_load,
-                                    args=(producer, n, 25_000, model, lock, futures))
+                                    args=(producer, n, WRITES_PER_THREAD, model, lock, futures))
                    for n in range(4)]
         for t in threads:
             t.start()
-        # Kill once the worker has flushed some batches but the load is still running.
-        wait_until(lambda: flushed_offsets() > 20, 60, message="first flushes")
+        # Kill once the worker has flushed but the load is still running.
+        wait_until(lambda: flushed_offsets() > 0, 60, interval_s=0.01, message="first flushes")
         first.kill()
         assert first.proc.returncode == -9
         still_running = any(t.is_alive() for t in threads)
@@ -35,7 +38,7 @@ def test_sigkill_mid_load_then_restart_gives_the_same_fold(settings, workers, re
         for t in threads:
             t.join(180)
     assert still_running, "the load ended before the kill; the test proved nothing"
-    assert len(futures) == 100_000
+    assert len(futures) == 4 * WRITES_PER_THREAD
     wait_flushed(redis_client, settings, [f.ticket for f in futures])
     assert redis_state(redis_client, settings) == model.values
     assert memory_state(settings, sorted(model.values)) == model.values
