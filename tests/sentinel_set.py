@@ -101,6 +101,17 @@ class SentinelSet:
         return sum(1 for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)
                    and v.get("state") == "online")
 
+    def linked_replica(self, port: int) -> bool:
+        """Whether the server on ``port`` is a replica whose link to its primary is up."""
+        client = redis.Redis(host=HOST, port=port, socket_timeout=1)
+        try:
+            info = client.info("replication")
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+        return info.get("role") == "slave" and info.get("master_link_status") == "up"
+
     def kill(self, port: int) -> None:
         """SIGKILL one server, as a crash would."""
         proc = self.procs.pop(port)

@@ -48,6 +48,9 @@ def newest_flush(client: Any, settings: Settings) -> float:
     return max((float(s) for s in stamps if s), default=0.0)
 
 
+# make test-all: one run of four in this session ended with a ResourceWarning (a
+# subprocess reported still running at collection) not yet traced; the checks passed.
+@pytest.mark.slow
 def test_a_sentinel_failover_under_load_loses_no_acknowledged_write(
         sentinels: SentinelSet, endpoints: Any, cluster_name: str, tmp_path: Path) -> None:
     settings = Settings.from_env(
@@ -101,8 +104,8 @@ def test_a_sentinel_failover_under_load_loses_no_acknowledged_write(
         assert redis_state(client, settings) == dict(confirmed)
         # The killed server returns as a replica of the new primary.
         sentinels.start_redis(old, replica_of=new)
-        wait_until(lambda: sentinels.replicas_online(new) == 2, 30,
-                   message="the old primary back as a replica")
+        wait_until(lambda: sentinels.linked_replica(old), 60,
+                   message="the old primary back as a replica with its link up")
         print(f"\nSentinel failover: promoted after {switched_s:.2f} s, first flush on the "
               f"new primary {first_flush_s:.2f} s after the kill; {len(tickets):,} writes "
               f"confirmed, all in Redis")
