@@ -3,8 +3,8 @@
 A flush writes a partition's changed keys, its stream offset, its producer
 watermarks, the gaps in their sequences and its dead letters in one Lua script,
 so Redis always holds a state that equals the fold of the stream up to the
-stored offset. The script
-refuses a flush whose epoch is older than the partition's (fencing).
+stored offset. The script refuses a flush whose epoch is older than the
+partition's (fencing).
 """
 
 from __future__ import annotations
