@@ -9,14 +9,9 @@ management plugins) and a Redis, and says where they are through
 from __future__ import annotations
 
 import abc
-import base64
-import json
 import random
 import socket
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -26,6 +21,7 @@ import pika.exceptions
 import redis
 
 from liftline.errors import ServerError
+from liftline.queue.management import get_json
 
 
 @dataclass(frozen=True)
@@ -169,25 +165,7 @@ def management_get(management_url: str, path: str, timeout_s: float = 2.0) -> An
 
     Credentials come from the URL's userinfo (``http://user:pass@host:port``).
     """
-    parts = urllib.parse.urlsplit(management_url)
-    user = urllib.parse.unquote(parts.username or "guest")
-    password = urllib.parse.unquote(parts.password or "guest")
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    netloc = parts.hostname or "127.0.0.1"
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    request = urllib.request.Request(
-        f"{parts.scheme}://{netloc}{path}",
-        headers={"Authorization": f"Basic {token}"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return json.load(response) if response.status == 200 else None
-    except urllib.error.HTTPError as exc:
-        exc.close()  # an unclosed HTTPError leaks its socket (ResourceWarning)
-        return None
-    except (OSError, ValueError):  # URLError, refused, reset, timeout, bad JSON
-        return None
+    return get_json(management_url, path, timeout_s)
 
 
 def management_api_answers(management_url: str, timeout_s: float = 2.0) -> bool:

@@ -27,7 +27,7 @@ from liftline.servers.base import (
     management_get,
     port_answers,
 )
-from liftline.servers.local_redis import LocalRedis  # noqa: F401 - public here too
+from liftline.servers.local_redis import LocalRedis as LocalRedis  # public here too
 from liftline.servers.process import (  # noqa: F401 - pid_alive, log_tail are public here
     end_group,
     kill_group,
