@@ -97,7 +97,8 @@ def connect_blocking(
     order = nodes or Nodes(settings)
     last: Exception | None = None
     for attempt in range(tries):
-        for url in order.round():
+        for _ in range(len(order)):
+            url = order.next()  # one at a time: a reconnect goes on after the node that worked
             try:
                 conn = pika.BlockingConnection(parameters(url, name=name, timeout_s=timeout_s))
             # A handshake that times out raises pika's connector error, not an AMQPError.
