@@ -26,6 +26,7 @@ import argparse
 import collections
 import json
 import secrets
+import shutil
 import sys
 import tempfile
 import threading
@@ -214,10 +215,13 @@ def failover(cluster: LocalRabbitCluster, redis_url: str, client: redis.Redis, k
             confirm_s = wait_for(lambda k=killed: load.acked_since(k) >= 100, 60)
             apply_s = wait_for(lambda a=at_kill: all(
                 v > a[p] for p, v in primaries_applied(client, settings).items()), 60) + confirm_s
+            restarted = time.monotonic()
             cluster.start_node(index)
-            rejoin_s = wait_for(lambda: leaders(settings)[1], 120)
+            start_s = time.monotonic() - restarted
+            rejoin_s = wait_for(lambda: leaders(settings)[1], 120) + start_s
             rounds.append({"node": node, "leading": leading, "confirm_s": round(confirm_s, 2),
-                           "apply_s": round(apply_s, 2), "rejoined_s": round(rejoin_s, 2)})
+                           "apply_s": round(apply_s, 2), "node_start_s": round(start_s, 2),
+                           "rejoined_s": round(rejoin_s, 2)})
             say(f"kill {n + 1}: {rounds[-1]}")
         time.sleep(5)
     finally:
@@ -245,11 +249,41 @@ def failover(cluster: LocalRabbitCluster, redis_url: str, client: redis.Redis, k
             "refused": load.failed, "counters_outside_bounds": len(outside)}
 
 
+# What the nodes' logs say around the kills (counted over all three).
+_LOG_SIGNS = {
+    "channel crashed: {case_clause,{error,nodedown}} in rabbit_stream_queue:init":
+        "{case_clause,{error,nodedown}},",
+    "consumer refused: no replica on the local node": "does not have a replica on the local node",
+    "osiris replica reader exits": "reason: replica_reader_exit",
+    "stream coordinator: new leader detected": "rabbit_stream_coordinator: detected a new leader",
+}
+
+
+def log_counts(cluster: LocalRabbitCluster) -> dict[str, int]:
+    counts = dict.fromkeys(_LOG_SIGNS, 0)
+    for node in cluster.nodes:
+        try:
+            text = node.node_log.read_text(errors="replace")
+        except OSError:
+            continue
+        for label, sign in _LOG_SIGNS.items():
+            counts[label] += text.count(sign)
+    return counts
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--writes", type=int, default=300_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--kills", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="keep the servers' data and logs")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="liftline-rabbit-nodes-"))
     redis_port, amqp, mgmt, stream, dist, epmd = free_ports(6)
@@ -260,7 +294,8 @@ def main() -> None:
     cluster = LocalRabbitCluster(root / "cluster", size=3)
     command = " ".join(["python -m benchmarks.rabbit_nodes", *sys.argv[1:]])
     results: dict[str, Any] = {"command": command, "machine": machine(),
-                               "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+                               "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                               "load_average_start": load_average()}
     try:
         redis_server.start()
         single.start()
@@ -282,12 +317,16 @@ def main() -> None:
         results["rss_mib"] = {n.nodename: round(memory_kb(n.node_pid or 0).get("VmRSS", 0) / 1024)
                               for n in cluster.nodes}
         results["failover"] = failover(cluster, redis_server.redis_url, client, args.kills, root)
+        results["broker_log"] = log_counts(cluster)
+        results["load_average_end"] = load_average()
         client.close()
     finally:
         cluster.kill()
         single.kill()
         single.stop()  # ends its epmd
         redis_server.kill()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
     write(results)
 
 
@@ -297,7 +336,9 @@ def write(results: dict[str, Any]) -> None:
     runs = results["throughput"]
     best = {name: max(r["end_to_end_per_s"] for r in rs) for name, rs in runs.items()}
     lines = [f"# One RabbitMQ node vs a 3-node cluster ({results['date']})", "",
-             f"Command: `{results['command']}`; cluster start {results['cluster_start_s']} s.", "",
+             f"Command: `{results['command']}`; cluster start {results['cluster_start_s']} s; "
+             f"load average {results['load_average_start']} at the start, "
+             f"{results['load_average_end']} at the end (the machine is shared).", "",
              "| setup | round | confirmed writes/s | end to end (flushed) writes/s |",
              "| --- | ---: | ---: | ---: |"]
     for name, rs in runs.items():
@@ -308,15 +349,20 @@ def write(results: dict[str, Any]) -> None:
                   f"{best['3 nodes'] / best['1 node']:.2f}×", "",
               "RSS per node (MiB): " + ", ".join(f"{k} {v}" for k, v in
                                                   results["rss_mib"].items()), "",
-              "| kill | node (streams led) | confirming again s | applying again s | "
-              "replicas online again s |", "| ---: | --- | ---: | ---: | ---: |"]
+              "Seconds after the SIGKILL of the node leading the most streams; the node is "
+              "started again once both figures are in, and its replicas are online again "
+              "that long after its start began:", "",
+              "| kill | node (streams led) | confirming again | applying again | node start | "
+              "replicas online again |", "| ---: | --- | ---: | ---: | ---: | ---: |"]
     fo = results["failover"]
     for i, r in enumerate(fo["rounds"], 1):
         lines.append(f"| {i} | {r['node']} ({r['leading']}) | {r['confirm_s']} | "
-                     f"{r['apply_s']} | {r['rejoined_s']} |")
+                     f"{r['apply_s']} | {r['node_start_s']} | {r['rejoined_s']} |")
     lines += ["", f"Acknowledged {fo['acked']:,}, refused {fo['refused']}, counters outside "
                   f"[acknowledged, attempted]: {fo['counters_outside_bounds']}; publisher: "
-                  f"{fo['publisher']}"]
+                  f"{fo['publisher']}", "",
+              "Broker log lines over the run: " + "; ".join(
+                  f"{k}: {v}" for k, v in results["broker_log"].items())]
     (RESULTS_DIR / "rabbit-nodes.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
