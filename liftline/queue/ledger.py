@@ -95,6 +95,13 @@ class Ledger:
                 return 0.0
         return 0.0
 
+    def restart_clock(self, now: float) -> None:
+        """Count every unanswered publish as sent ``now`` (a broker that blocked the
+        connection read nothing meanwhile: the wait for its answer starts over)."""
+        for entry in self._entries.values():
+            if entry.state == UNANSWERED:
+                entry.sent_at = now
+
     def abandon(self) -> tuple[list[Batch], int]:
         """Give the channel up: (every batch not handed out, in tag order, the number
         of them the broker had acked). The ledger is empty afterwards."""

@@ -219,6 +219,7 @@ class ConfirmingPublisher:
 
     def _on_unblocked(self, *_args) -> None:  # type: ignore[no-untyped-def]
         self.blocked = False
+        self._ledger.restart_clock(self._loop.now())
         log.info("RabbitMQ unblocked this connection")
         if self._hold_while_blocked:
             self._pump()
@@ -313,7 +314,9 @@ class ConfirmingPublisher:
         if self._halted:
             return
         self._pump()
-        if self._ready and self._ledger.stalled_for(self._loop.now()) > self._stall_s:
+        # A blocked connection (a resource alarm) is not read by the broker: no stall.
+        if self._ready and not self.blocked \
+                and self._ledger.stalled_for(self._loop.now()) > self._stall_s:
             self.stats["stalls"] += 1
             self._give_up_channel(f"a publish waited {self._stall_s:.1f}s for its confirm")
         self._expire()

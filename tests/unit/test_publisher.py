@@ -173,6 +173,22 @@ def test_a_stalled_publish_gives_the_channel_up_and_the_acks_after_it_count_for_
     assert all(len(b.settles) == 1 for b in batches)
 
 
+def test_a_blocked_connection_does_not_count_as_a_stall(loop, source):
+    # An alarm: RabbitMQ stops reading the connection. Giving the channel up would only
+    # write the same batches again into a socket nobody reads.
+    publisher = start(loop, source)
+    batch = source.add(0)
+    send(loop, publisher)
+    loop.connection.block()
+    loop.advance(3.0)
+    assert publisher.stats["stalls"] == 0 and len(loop.connection.channels) == 1
+    loop.connection.unblock()
+    loop.advance(1.9)  # the wait for its confirm starts over at the unblock
+    assert publisher.stats["stalls"] == 0
+    loop.channel.ack(1)
+    assert outcome(batch) == "ok"
+
+
 def test_a_lost_node_is_left_for_the_next_one_of_the_list_at_once(loop, source):
     nodes = ",".join(f"amqp://guest:guest@127.0.0.1:{port}/%2F" for port in (5601, 5602, 5603))
     publisher = start(loop, source, amqp_url=nodes)
