@@ -1,6 +1,6 @@
 """State that would grow for ever has a bound: parked dead jobs (real RabbitMQ).
 
-Producer watermarks have their own test (test_producer_expiry.py); the dead
+Producer watermarks have their own test (test_producer_expiry_in_redis.py); the dead
 letters of writes (a capped stream per partition), job records (a TTL) and the
 autoscaler's samples (a capped list) are bounded in the one Lua script or
 pipeline that writes them.
