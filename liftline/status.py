@@ -16,7 +16,7 @@ import pika.exceptions
 from liftline.autoscale import record as autoscale_record
 from liftline.cluster.registry import live_members, owners_of
 from liftline.errors import BrokerError, StoreError
-from liftline.queue.connection import connect_blocking
+from liftline.queue.connection import Nodes, connect_blocking
 from liftline.queue.inspect import StreamBounds, stream_bounds
 from liftline.queue.management import ClusterView, cluster_view
 from liftline.queue.topology import Names
@@ -62,14 +62,7 @@ def gather(settings: Settings) -> dict[str, Any]:
     partitions = stored_p or settings.partitions
     bounds = {p: StreamBounds() for p in range(partitions)}
     try:
-        conn = connect_blocking(settings, name="liftline-status", attempts=2,
-                                timeout_s=settings.query_timeout_s)
-        try:
-            bounds = stream_bounds(conn, Names(settings.cluster), partitions)
-        finally:
-            if conn.is_open:
-                with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-                    conn.close()
+        bounds = _bounds(settings, partitions)
     except BrokerError as exc:
         unreachable.append({"server": "rabbitmq", "error": str(exc)})
     view: ClusterView | None = None
@@ -103,6 +96,26 @@ def gather(settings: Settings) -> dict[str, Any]:
         "autoscaler": autoscaler, "unreachable": unreachable,
         "rabbitmq": _rabbitmq_part(view, warnings),
     }
+
+
+def _bounds(settings: Settings, partitions: int) -> dict[int, StreamBounds]:
+    """Every stream's bounds, read through one node; through the next one when a
+    stream has no replica on the first (a node just restarted, or one outside a
+    stream's replicas, refuses its consumers), once per node at most."""
+    nodes = Nodes(settings)
+    for left in range(len(nodes), 0, -1):
+        conn = connect_blocking(settings, name="liftline-status", attempts=2,
+                                timeout_s=settings.query_timeout_s, nodes=nodes)
+        try:
+            return stream_bounds(conn, Names(settings.cluster), partitions)
+        except BrokerError as exc:
+            if left == 1 or "does not have a replica" not in str(exc):
+                raise
+        finally:
+            if conn.is_open:
+                with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+                    conn.close()
+    raise AssertionError("unreachable")
 
 
 def _gap_columns(row: dict[str, Any], members: dict[str, dict[str, Any]],
