@@ -8,6 +8,7 @@ and per partition stream and job queue its leader and the replicas online.
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from typing import Any
 
@@ -20,9 +21,11 @@ from liftline.queue.connection import Nodes, connect_blocking
 from liftline.queue.inspect import StreamBounds, stream_bounds
 from liftline.queue.management import ClusterView, cluster_view
 from liftline.queue.topology import Names
-from liftline.settings import Settings
+from liftline.settings import Settings, mask_url
 from liftline.store.keys import Keys
 from liftline.store.redis_store import RedisStore, connect
+
+log = logging.getLogger(__name__)
 
 # Warn when fewer than this many stream entries separate retention from unflushed data.
 THIN_MARGIN = 1000
@@ -99,9 +102,11 @@ def gather(settings: Settings) -> dict[str, Any]:
 
 
 def _bounds(settings: Settings, partitions: int) -> dict[int, StreamBounds]:
-    """Every stream's bounds, read through one node; through the next one when a
-    stream has no replica on the first (a node just restarted, or one outside a
-    stream's replicas, refuses its consumers), once per node at most."""
+    """Every stream's bounds, read through one node; through the next one when that
+    fails, once per node at most. Right after a node of a cluster dies or comes back,
+    RabbitMQ 3.10 refuses or crashes stream consumers on some nodes for a few seconds
+    ("does not have a replica on the local node"; 541 INTERNAL_ERROR from
+    ``{case_clause,{error,nodedown}}`` in rabbit_stream_queue:init)."""
     nodes = Nodes(settings)
     for left in range(len(nodes), 0, -1):
         conn = connect_blocking(settings, name="liftline-status", attempts=2,
@@ -109,8 +114,10 @@ def _bounds(settings: Settings, partitions: int) -> dict[int, StreamBounds]:
         try:
             return stream_bounds(conn, Names(settings.cluster), partitions)
         except BrokerError as exc:
-            if left == 1 or "does not have a replica" not in str(exc):
+            if left == 1:
                 raise
+            log.info("stream bounds through %s failed (%s); trying the next node",
+                     mask_url(nodes.current), exc)
         finally:
             if conn.is_open:
                 with contextlib.suppress(pika.exceptions.AMQPError, OSError):
