@@ -37,7 +37,7 @@ from typing import Any
 import redis
 
 from benchmarks.cluster import Tracker, WorkerProcess, flushed_count, watermarks
-from benchmarks.env import machine, memory_kb
+from benchmarks.env import cpu_seconds, machine, memory_kb
 from benchmarks.progress import Deadline, say
 from benchmarks.report import RESULTS_DIR
 from liftline import codec
@@ -85,9 +85,14 @@ def drop(settings: Settings, client: redis.Redis) -> None:
             client.unlink(*keys[i:i + 500])
 
 
-def throughput(settings: Settings, client: redis.Redis, writes: int, log_dir: Path
-               ) -> dict[str, float]:
-    """Confirmed and end-to-end (flushed) writes/s of ``writes`` increments, flat out."""
+def broker_cpu(pids: list[int]) -> float:
+    return sum(cpu_seconds(pid) or 0.0 for pid in pids)
+
+
+def throughput(settings: Settings, client: redis.Redis, writes: int, log_dir: Path,
+               broker_pids: list[int]) -> dict[str, float]:
+    """Confirmed and end-to-end (flushed) writes/s of ``writes`` increments, flat out,
+    and the CPU the RabbitMQ node(s) used per write meanwhile."""
     bootstrap.prepare(settings)
     worker = WorkerProcess(settings, log_dir)
     try:
@@ -96,6 +101,7 @@ def throughput(settings: Settings, client: redis.Redis, writes: int, log_dir: Pa
         tracker = Tracker(PARTITIONS)
         with Producer(settings, declare=False) as producer:
             began = time.monotonic()
+            cpu_before = broker_cpu(broker_pids)
             for i in range(writes):  # submit blocks while the producer's buffer is full
                 tracker.add(producer.submit("incr", f"k{i % KEYS}", 1))
                 if i % 5000 == 0:
@@ -108,10 +114,12 @@ def throughput(settings: Settings, client: redis.Redis, writes: int, log_dir: Pa
                     < sum(wanted) and not deadline.passed():
                 time.sleep(0.02)
             flushed_s = time.monotonic() - began
+            broker_us = (broker_cpu(broker_pids) - cpu_before) / writes * 1e6
         if tracker.failed:
             raise RuntimeError(f"{tracker.failed} writes failed: {tracker.first_error}")
         return {"confirmed_per_s": writes / confirmed_s, "end_to_end_per_s": writes / flushed_s,
-                "confirmed_s": confirmed_s, "flushed_s": flushed_s}
+                "confirmed_s": confirmed_s, "flushed_s": flushed_s,
+                "broker_cpu_us_per_write": broker_us}
     finally:
         worker.stop()
         drop(settings, client)
@@ -303,14 +311,16 @@ def main() -> None:
         cluster.start()
         results["cluster_start_s"] = round(time.monotonic() - began, 1)
         client = redis.Redis.from_url(redis_server.redis_url)
-        setups = {"1 node": (single.amqp_url, single.management_url, 1),
-                  "3 nodes": (cluster.amqp_url, cluster.management_url, 3)}
+        setups = {"1 node": (single.amqp_url, single.management_url, 1,
+                             [single.node_pid or 0]),
+                  "3 nodes": (cluster.amqp_url, cluster.management_url, 3,
+                              [n.node_pid or 0 for n in cluster.nodes])}
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in setups}
         for r in range(args.rounds):
             for name in (list(setups) if r % 2 == 0 else list(reversed(setups))):
-                url, mgmt_url, replicas = setups[name]
+                url, mgmt_url, replicas, pids = setups[name]
                 got = throughput(settings_for(url, mgmt_url, redis_server.redis_url, replicas),
-                                 client, args.writes, root)
+                                 client, args.writes, root, pids)
                 say(f"round {r + 1}, {name}: {got}")
                 runs[name].append(got)
         results["throughput"] = runs
@@ -339,14 +349,21 @@ def write(results: dict[str, Any]) -> None:
              f"Command: `{results['command']}`; cluster start {results['cluster_start_s']} s; "
              f"load average {results['load_average_start']} at the start, "
              f"{results['load_average_end']} at the end (the machine is shared).", "",
-             "| setup | round | confirmed writes/s | end to end (flushed) writes/s |",
-             "| --- | ---: | ---: | ---: |"]
+             "| setup | round | confirmed writes/s | end to end (flushed) writes/s | "
+             "RabbitMQ CPU µs per write (all nodes) |",
+             "| --- | ---: | ---: | ---: | ---: |"]
     for name, rs in runs.items():
         for i, r in enumerate(rs, 1):
             lines.append(f"| {name} | {i} | {r['confirmed_per_s']:,.0f} | "
-                         f"{r['end_to_end_per_s']:,.0f} |")
-    lines += ["", f"Best end to end, 3 nodes / 1 node: "
-                  f"{best['3 nodes'] / best['1 node']:.2f}×", "",
+                         f"{r['end_to_end_per_s']:,.0f} | {r['broker_cpu_us_per_write']:.1f} |")
+    median = {name: sorted(r["end_to_end_per_s"] for r in rs)[len(rs) // 2]
+              for name, rs in runs.items()}
+    cpu = {name: sorted(r["broker_cpu_us_per_write"] for r in rs)[len(rs) // 2]
+           for name, rs in runs.items()}
+    lines += ["", f"End to end, 3 nodes / 1 node: best {best['3 nodes'] / best['1 node']:.2f}×, "
+                  f"median {median['3 nodes'] / median['1 node']:.2f}×; RabbitMQ CPU per write "
+                  f"(median) {cpu['3 nodes']:.1f} µs on 3 nodes against {cpu['1 node']:.1f} µs "
+                  f"on 1 ({cpu['3 nodes'] / cpu['1 node']:.2f}×).", "",
               "RSS per node (MiB): " + ", ".join(f"{k} {v}" for k, v in
                                                   results["rss_mib"].items()), "",
               "Seconds after the SIGKILL of the node leading the most streams; the node is "
