@@ -249,7 +249,8 @@ class Settings:
     @property
     def management_urls(self) -> list[str]:
         """The management API URLs: ``management_url``'s, else one per AMQP node (its
-        host, its credentials, the AMQP port + 10000, as RabbitMQ's 5672 and 15672)."""
+        host, its credentials, the AMQP port + 10000, as RabbitMQ's 5672 and 15672;
+        none for a node whose AMQP port is above 55535)."""
         given = split_urls(self.management_url)
         if given:
             return given
@@ -257,6 +258,8 @@ class Settings:
         for url in self.amqp_nodes:
             parts = urllib.parse.urlsplit(url)
             port = (parts.port or (5671 if parts.scheme == "amqps" else 5672)) + 10000
+            if port > 65535:
+                continue  # no port to guess: set management_url
             user = parts.username or "guest"
             password = parts.password or "guest"
             host = parts.hostname or "127.0.0.1"

@@ -31,8 +31,12 @@ def get_json(url: str, path: str, timeout_s: float = 2.0) -> Any:
     password = urllib.parse.unquote(parts.password or "guest")
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     netloc = parts.hostname or "127.0.0.1"
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
+    try:
+        port = parts.port
+    except ValueError:  # out of range: nothing can answer there
+        return None
+    if port:
+        netloc = f"{netloc}:{port}"
     request = urllib.request.Request(f"{parts.scheme}://{netloc}{path}",
                                      headers={"Authorization": f"Basic {token}"})
     try:

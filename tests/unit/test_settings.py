@@ -274,6 +274,7 @@ def test_management_urls_default_to_each_node_at_its_amqp_port_plus_10000() -> N
     assert Settings(amqp_url=NODES).management_urls == [
         "http://u:pw@10.0.0.1:15672", "http://u:pw@10.0.0.2:15672", "https://u:pw@mq3:15671"]
     assert Settings().management_urls == ["http://guest:guest@127.0.0.1:15673"]
+    assert Settings(amqp_url="amqp://h:57317/").management_urls == []  # no port to guess
     given = Settings(amqp_url=NODES, management_url="http://a:1, http://b:2")
     assert given.management_urls == ["http://a:1", "http://b:2"]
 
