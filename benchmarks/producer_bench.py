@@ -75,11 +75,16 @@ def _threads_case(ctx: Context, ops: list[Op], threads: int, *, many: bool) -> f
                     "(writes handed over, before confirms)", out["submitted_per_s"], "writes/s")
     ctx.results.add("producer", f"{key}_cpu", f"producer process CPU per write, "
                     f"{_label(threads, many)}", out["cpu_us_per_write"], "µs")
+    return _told(name, out)
+
+
+
+def _told(name: str, out: dict[str, Any]) -> float:
+    """Say a case's outcome; its confirmed writes/s, or 0 if it failed or ran out of time."""
     say(f"{name}: {out['confirmed']:,} confirmed in {out['seconds']:.2f}s = "
         f"{fmt_rate(out['confirmed_per_s'])} ({out['cpu_us_per_write']} µs CPU a write, "
         f"{out['writes_per_message']} writes a message, {out['failed']} failed)")
     return float(out["confirmed_per_s"]) if out["complete"] and not out["failed"] else 0.0
-
 
 def _threads_run(ctx: Context, ops: list[Op], threads: int, many: bool) -> dict[str, Any]:
     settings = ctx.settings(f"prod{'m' if many else ''}{threads}t")
@@ -165,10 +170,7 @@ def _processes_case(ctx: Context, processes: int) -> float:
         fig.passed = False
     ctx.results.add("producer", f"{processes}p_cpu", f"producer processes' CPU per write, "
                     f"{processes} processes", out["cpu_us_per_write"], "µs")
-    say(f"{name}: {out['confirmed']:,} confirmed in {out['seconds']:.2f}s = "
-        f"{fmt_rate(out['confirmed_per_s'])} ({out['cpu_us_per_write']} µs CPU a write, "
-        f"{out['writes_per_message']} writes a message, {out['failed']} failed)")
-    return float(out["confirmed_per_s"]) if out["complete"] and not out["failed"] else 0.0
+    return _told(name, out)
 
 
 class _Child:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import redis
 from helpers import missing_local_binaries
+from http_ingest import Servers
 
 from liftline.servers import Endpoints, LocalServers, ServerProvider, provider_for_tests
 
@@ -141,3 +142,13 @@ def job_workers(job_settings: Settings, redis_client: redis.Redis,
         yield pool
     finally:
         pool.stop_all()
+
+
+@pytest.fixture
+def ingest(tmp_path: Path) -> Iterator[Servers]:
+    """`liftline ingest` processes a test starts; all stopped after it."""
+    servers = Servers(tmp_path)
+    try:
+        yield servers
+    finally:
+        servers.stop_all()

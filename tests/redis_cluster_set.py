@@ -13,8 +13,8 @@ from pathlib import Path
 
 import redis
 
-from liftline.servers.base import free_ports, port_answers
-from liftline.servers.process import end_group, log_tail, spawn_in_group
+from liftline.servers.base import free_ports, wait_for_port
+from liftline.servers.process import end_group, spawn_in_group
 
 HOST = "127.0.0.1"
 
@@ -40,13 +40,9 @@ class RedisClusterSet:
                     "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
                     "--save", "", "--appendonly", "no", "--logfile", ""]
             self.procs[port] = spawn_in_group(argv, None, self.root / f"{port}.log")
-        deadline = time.monotonic() + 20
         for port in self.ports:
-            while not port_answers(HOST, port):
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"node {port} did not start\n"
-                                         f"{log_tail(self.root / f'{port}.log')}")
-                time.sleep(0.05)
+            wait_for_port(HOST, port, 20)
+        deadline = time.monotonic() + 20
         subprocess.run([shutil.which("redis-cli") or "redis-cli", "--cluster", "create",
                         *(f"{HOST}:{p}" for p in self.ports), "--cluster-yes"],
                        check=True, capture_output=True, timeout=60)

@@ -14,7 +14,7 @@ import functools
 from starlette.requests import Request
 from starlette.responses import Response
 
-from examples.skiresort import RESORTS_KEY, RIDES_KEPT, day_key, resort_key
+from examples.skiresort import RESORTS_KEY, RIDES_KEPT, resort_key
 from examples.skiresort.api import (
     ERR,
     NOT_FOUND,
@@ -24,14 +24,13 @@ from examples.skiresort.api import (
     RIDE_PATH,
     TICKET_HEADERS,
     int_param,
-    not_found,
-    ride_path,
     ski_contract,
     ticket_headers,
 )
+from examples.skiresort.routes import skier_day
 from liftline.ingest.openapi import Api, path_param
 from liftline.ingest.routes import json_response, service_of
-from liftline.ingest.validation import invalid, read_json, read_options, require_object
+from liftline.ingest.validation import invalid, read_json, require_object
 
 NAME = {"type": "string", "minLength": 1, "maxLength": 100}
 RIDE = {"type": "object", "required": ["time", "liftID", "waitTime"], "properties": {
@@ -59,14 +58,7 @@ def register(api: Api) -> None:
                       504: ("`after` not applied in time", NOT_FOUND)})
     @ski_contract
     async def get_skier_day_rides(request: Request) -> Response:
-        service = service_of(request)
-        resort, season, day, skier = ride_path(request)
-        consistency, after, timeout_ms = read_options(request, service.settings.partitions)
-        result = await service.get(day_key(resort, season, day, skier), consistency, after,
-                                   timeout_ms)
-        if not result.found:
-            raise not_found(f"skier {skier} has no ride on day {day} of season {season}")
-        value = result.value
+        (resort, season, day, skier), value = await skier_day(request)
         return json_response({
             "resortID": resort, "seasonID": season, "dayID": day, "skierID": skier,
             "rides": value["rides"], "vertical": value["vertical"],

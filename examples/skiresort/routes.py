@@ -11,6 +11,7 @@ request's last write, and the URL that shows it with ``?after=<ticket>``
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -54,6 +55,19 @@ from examples.skiresort.api import (
 from liftline.ingest.openapi import Api, path_param
 from liftline.ingest.routes import json_response, service_of
 from liftline.ingest.validation import bounded_int, invalid, read_json, read_options, require_object
+
+
+async def skier_day(request: Request) -> tuple[tuple[int, str, int, int], Any]:
+    """The ride path's ids and the skier's day record, read as the request asks; 404
+    when the skier has no ride that day."""
+    service = service_of(request)
+    resort, season, day, skier = ride_path(request)
+    consistency, after, timeout_ms = read_options(request, service.settings.partitions)
+    result = await service.get(day_key(resort, season, day, skier), consistency, after,
+                               timeout_ms)
+    if not result.found:
+        raise not_found(f"skier {skier} has no ride on day {day} of season {season}")
+    return (resort, season, day, skier), result.value
 
 
 def register(api: Api) -> None:
@@ -112,14 +126,8 @@ def _skiers(route: functools.partial) -> None:  # type: ignore[type-arg]
                       504: ("`after` not applied in time", NOT_FOUND)})
     @ski_contract
     async def get_skier_day(request: Request) -> Response:
-        service = service_of(request)
-        resort, season, day, skier = ride_path(request)
-        consistency, after, timeout_ms = read_options(request, service.settings.partitions)
-        result = await service.get(day_key(resort, season, day, skier), consistency, after,
-                                   timeout_ms)
-        if not result.found:
-            raise not_found(f"skier {skier} has no ride on day {day} of season {season}")
-        return json_response(result.value["vertical"])
+        _, value = await skier_day(request)
+        return json_response(value["vertical"])
 
     @route("/skiers/{skierID}/vertical", "GET", summary="get the total vertical for the skier "
            "for specified seasons at the specified resort", tags=("skiers",),

@@ -27,8 +27,8 @@ from liftline.autoscale.streams import StreamTails
 from liftline.cluster import bootstrap
 from liftline.cluster.registry import live_members, owners_of
 from liftline.errors import BrokerError, BrokerUnavailable, StoreUnavailable
+from liftline.jobs import topology as job_topology
 from liftline.jobs.status import JobStatus
-from liftline.jobs.topology import JobNames
 from liftline.queue.connection import connect_blocking
 from liftline.queue.topology import Names
 from liftline.settings import Settings
@@ -75,15 +75,13 @@ class BacklogReader:
         self.redis = connect(settings.redis_url)
         self.store = RedisStore(self.redis, settings.cluster)
         self.keys = Keys(settings.cluster)
-        self.job_names = JobNames(settings.cluster)
         self.job_status = JobStatus(self.redis, settings.cluster, settings.job_result_ttl_s)
         # Like a worker: create the cluster if it is new, refuse a wrong partition count.
         self.partitions = bootstrap.check_partitions(self.redis, settings)
         self.tails = StreamTails(Names(settings.cluster), self.partitions)
         self._conn: pika.BlockingConnection | None = None
         self._declare: Any = None
-        self._job_queues = [self.job_names.queue] + [
-            self.job_names.keyed(n) for n in range(settings.job_key_queues)]
+        self._job_queues = job_topology.work_queues(settings)
 
     # -- connection ----------------------------------------------------------
     def _connection(self, applied: dict[int, int]) -> pika.BlockingConnection:
@@ -180,19 +178,14 @@ class BacklogReader:
         return applied, oldest
 
     def _job_depths(self, conn: pika.BlockingConnection) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for queue in self._job_queues:
-            if self._declare is None or not self._declare.is_open:
-                self._declare = conn.channel()
-            try:
-                ok = self._declare.queue_declare(queue, passive=True)
-            except pika.exceptions.ChannelClosedByBroker as exc:
-                self._declare = None
-                if exc.reply_code != 404:
-                    raise BrokerError(f"declaring {queue} passively failed: {exc}") from exc
-                break  # 404: no job queues yet (they are declared all together)
-            out[queue] = int(ok.method.message_count)
-        return out
+        if self._declare is None or not self._declare.is_open:
+            self._declare = conn.channel()
+        try:
+            found = job_topology.depths(self._declare, self._job_queues)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            self._declare = None
+            raise BrokerError(f"declaring the job queues passively failed: {exc}") from exc
+        return {queue: ready for queue, (ready, _) in found.items()}
 
     def close(self) -> None:
         self._drop()

@@ -137,23 +137,16 @@ def _depths(conn: pika.BlockingConnection, settings: Settings) -> dict[str, Any]
     """Ready jobs (the jobs queue and the keyed ones), dead ones, and consumers.
 
     Passive declares only (as ``list_dead``): nothing is created, and no queue
-    yet (a 404) means no jobs yet.
+    yet means no jobs yet.
     """
-    names = topology.JobNames(settings.cluster)
+    dead_queue = topology.JobNames(settings.cluster).dead
     channel = conn.channel()
-    ready = consumers = 0
-    try:
-        for queue in [names.queue] + [names.keyed(n) for n in range(settings.job_key_queues)]:
-            ok = channel.queue_declare(queue, passive=True).method
-            ready += ok.message_count
-            consumers += ok.consumer_count
-        dead = channel.queue_declare(names.dead, passive=True).method.message_count
-    except pika.exceptions.ChannelClosedByBroker as exc:
-        if exc.reply_code != 404:
-            raise
-        return {"ready": ready, "dead_in_queue": 0, "consumers": consumers}
-    channel.close()
-    return {"ready": ready, "dead_in_queue": dead, "consumers": consumers}
+    found = topology.depths(channel, [*topology.work_queues(settings), dead_queue])
+    if channel.is_open:
+        channel.close()
+    dead = found.pop(dead_queue, (0, 0))[0]
+    return {"ready": sum(r for r, _ in found.values()), "dead_in_queue": dead,
+            "consumers": sum(c for _, c in found.values())}
 
 
 def _nodes(settings: Settings) -> dict[str, Any]:

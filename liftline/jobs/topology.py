@@ -110,6 +110,32 @@ def _declare_dead(channel: Any, names: JobNames, settings: Settings) -> None:
                     "delete it", names.dead, settings.job_dead_max)
 
 
+def work_queues(settings: Settings) -> list[str]:
+    """The queues jobs wait in to run: the shared one, then the keyed ones."""
+    names = JobNames(settings.cluster)
+    return [names.queue] + [names.keyed(n) for n in range(settings.job_key_queues)]
+
+
+def depths(channel: Any, queues: list[str]) -> dict[str, tuple[int, int]]:
+    """(ready messages, consumers) of each of ``queues``, by passive declares.
+
+    Stops at the first queue that does not exist yet: RabbitMQ answers 404 and
+    closes ``channel``, and the answer holds the queues before it (none when the
+    jobs were never declared; they are declared all together). Any other refusal
+    raises ChannelClosedByBroker.
+    """
+    out: dict[str, tuple[int, int]] = {}
+    for queue in queues:
+        try:
+            ok = channel.queue_declare(queue, passive=True).method
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 404:
+                raise
+            break
+        out[queue] = (int(ok.message_count), int(ok.consumer_count))
+    return out
+
+
 def declare_delay(channel: Any, names: JobNames, ms: int) -> str:
     """The delay queue for ``ms`` (declared on first use)."""
     queue = names.delay(ms)

@@ -129,17 +129,12 @@ class Producer:
         # future are outside): threads that share a Producer queue up here, and a
         # thread the GIL switches away from while it holds the lock stalls the others.
         with self._lock:
-            if self._refusal is not None:
-                raise LiftlineError(self._refusal)
-            if self._buffered >= self._max_buffered:
-                self._wait_for_space()
+            self._admit()
             batch = self._open[partition]
             if batch is None or len(batch.writes) >= self._max_writes \
                     or batch.size + size > self._max_bytes:
-                wake = batch is not None  # a full batch goes out without lingering
-                if self._renew_at <= time.time():
-                    self._renew_id()
-                    wake = True
+                # A full batch goes out without lingering; so do those a renewal seals.
+                wake = self._renew_if_due() or batch is not None
                 batch = self._new_batch(partition)
                 opened = True
             seq = batch.first_seq + len(batch.writes)
@@ -200,13 +195,8 @@ class Producer:
         segments: dict[int, list[Segment]] = {}
         wake = opened = False
         with self._lock:
-            if self._refusal is not None:
-                raise LiftlineError(self._refusal)
-            if self._buffered >= self._max_buffered:
-                self._wait_for_space()
-            if self._renew_at <= time.time():
-                self._renew_id()  # before the call's first batch: all its writes share one id
-                wake = True
+            self._admit()
+            wake = self._renew_if_due()  # first: all of the call's writes share one id
             producer_id = self.producer_id
             for partition, group in groups.items():
                 segs = segments[partition] = []
@@ -255,6 +245,22 @@ class Producer:
         assert self.app is not None
         if op not in codec.BUILTIN_OPS and op not in self.app.reducers:
             raise InvalidWrite(f"unknown op {op!r}: not built in and not a reducer of the app")
+
+    def _admit(self) -> None:
+        """Under the lock, before queuing: refuse when closed or forked, and wait while
+        the buffer is full."""
+        if self._refusal is not None:
+            raise LiftlineError(self._refusal)
+        if self._buffered >= self._max_buffered:
+            self._wait_for_space()
+
+    def _renew_if_due(self) -> bool:
+        """Under the lock: take a new producer id if the current one is half its window
+        old; True if it did (the batches it sealed should go out)."""
+        if self._renew_at > time.time():
+            return False
+        self._renew_id()
+        return True
 
     def _wait_for_space(self) -> None:
         """Wait (holding the lock's condition) until the buffer has room; Timeout if not."""

@@ -256,8 +256,9 @@ class PartitionStore:
             for pid in gone:
                 self.wm_dirty[pid] = offset
             # Rebuilt rather than deleted from: a dict does not shrink as keys go.
-            kept = set(self.watermarks).difference(gone)
-            self.watermarks = {pid: seq for pid, seq in self.watermarks.items() if pid in kept}
+            dropped = set(gone)
+            self.watermarks = {pid: seq for pid, seq in self.watermarks.items()
+                               if pid not in dropped}
         self._next_sweep = self.clock + max(1, self.producer_id_ttl_s // 16)
 
     def _reject(

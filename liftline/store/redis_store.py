@@ -131,46 +131,39 @@ def connect(url: str, *, timeout_s: float | None = None) -> redis.Redis:
     With a ``redis+sentinel://`` URL the client asks the Sentinels for the
     service's current primary and asks again after a connection fails, so it
     follows a failover; scripts are loaded again where the new primary lacks them
-    (redis-py's Script does so on NOSCRIPT).
+    (redis-py's Script does so on NOSCRIPT). With ``redis+cluster://`` it is a
+    RedisCluster, which answers every command liftline sends as redis.Redis does
+    (each partition's keys share a hash tag, so each script runs on one node).
     """
-    reply_s, connect_s = timeout_s or 10, timeout_s or 5
-    if url.startswith("redis+cluster://"):
-        parts = urllib.parse.urlsplit(url)
-        # RedisCluster answers every command liftline sends as redis.Redis does;
-        # each partition's keys share a hash tag, so each script runs on one node.
-        return cast(redis.Redis, redis.cluster.RedisCluster(
-            startup_nodes=[redis.cluster.ClusterNode(h, p)
-                           for h, p in _hosts(parts.netloc, 6379)],
-            password=urllib.parse.unquote(parts.password) if parts.password else None,
-            socket_timeout=reply_s, socket_connect_timeout=connect_s))
-    if not url.startswith("redis+sentinel://"):
-        return redis.Redis.from_url(url, socket_timeout=reply_s, socket_connect_timeout=connect_s)
-    spec = SentinelUrl.parse(url)
-    sentinel = redis.sentinel.Sentinel(
-        spec.sentinels, socket_timeout=connect_s,
-        sentinel_kwargs={"socket_timeout": connect_s, "socket_connect_timeout": connect_s})
-    return sentinel.master_for(spec.service, db=spec.db, password=spec.password,
-                               socket_timeout=reply_s, socket_connect_timeout=connect_s)
+    return cast(redis.Redis, _client(url, timeout_s or 10, timeout_s or 5, _BLOCKING))
 
 
 def aconnect(url: str, *, timeout_s: float = 5) -> aioredis.Redis:
     """The asyncio client for ``url`` (the HTTP service's); as :func:`connect`."""
+    return cast(aioredis.Redis, _client(url, timeout_s, timeout_s, _ASYNCIO))
+
+
+# redis-py's blocking and asyncio clients: plain, cluster, cluster node, Sentinel.
+_BLOCKING = (redis.Redis, redis.cluster.RedisCluster, redis.cluster.ClusterNode,
+             redis.sentinel.Sentinel)
+_ASYNCIO = (aioredis.Redis, aioredis_cluster.RedisCluster, aioredis_cluster.ClusterNode,
+            aioredis_sentinel.Sentinel)
+
+
+def _client(url: str, reply_s: float, connect_s: float, kinds: tuple[Any, ...]) -> Any:
+    plain, cluster, node, sentinel = kinds
+    timeouts = {"socket_timeout": reply_s, "socket_connect_timeout": connect_s}
     if url.startswith("redis+cluster://"):
         parts = urllib.parse.urlsplit(url)
-        return cast(aioredis.Redis, aioredis_cluster.RedisCluster(
-            startup_nodes=[aioredis_cluster.ClusterNode(h, p)
-                           for h, p in _hosts(parts.netloc, 6379)],
-            password=urllib.parse.unquote(parts.password) if parts.password else None,
-            socket_timeout=timeout_s, socket_connect_timeout=timeout_s))
-    if not url.startswith("redis+sentinel://"):
-        return aioredis.Redis.from_url(url, socket_timeout=timeout_s,
-                                       socket_connect_timeout=timeout_s)
-    spec = SentinelUrl.parse(url)
-    sentinel = aioredis_sentinel.Sentinel(
-        spec.sentinels, socket_timeout=timeout_s,
-        sentinel_kwargs={"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s})
-    return sentinel.master_for(spec.service, db=spec.db, password=spec.password,
-                               socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        return cluster(startup_nodes=[node(h, p) for h, p in _hosts(parts.netloc, 6379)],
+                       password=urllib.parse.unquote(parts.password) if parts.password else None,
+                       **timeouts)
+    if url.startswith("redis+sentinel://"):
+        spec = SentinelUrl.parse(url)
+        asker = sentinel(spec.sentinels, socket_timeout=connect_s, sentinel_kwargs={
+            "socket_timeout": connect_s, "socket_connect_timeout": connect_s})
+        return asker.master_for(spec.service, db=spec.db, password=spec.password, **timeouts)
+    return plain.from_url(url, **timeouts)
 
 
 class RedisStore:

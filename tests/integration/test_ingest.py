@@ -7,9 +7,8 @@ import threading
 import time
 from collections import Counter, defaultdict
 
-import pytest
 from helpers import wait_until
-from http_ingest import Http, Servers
+from http_ingest import Http
 from hypothesis import HealthCheck, given, seed
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -23,15 +22,6 @@ from liftline.store.keys import Keys
 from liftline.tickets import Ticket
 
 SKI = "examples.skiresort:app"
-
-
-@pytest.fixture
-def ingest(tmp_path):
-    servers = Servers(tmp_path)
-    try:
-        yield servers
-    finally:
-        servers.stop_all()
 
 
 def _tickets(texts):

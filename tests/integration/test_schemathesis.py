@@ -22,9 +22,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
 from helpers import wait_until
-from http_ingest import Http, Servers
+from http_ingest import Http
 
 CONFIG = """
 [checks.not_a_server_error]
@@ -33,15 +32,6 @@ expected-statuses = ["2xx", "3xx", "4xx", "504"]
 [parameters]
 "query.timeout_ms" = 50
 """
-
-
-@pytest.fixture
-def ingest(tmp_path):
-    servers = Servers(tmp_path)
-    try:
-        yield servers
-    finally:
-        servers.stop_all()
 
 
 def owners_ready(url: str, token: str | None = None) -> None:

@@ -13,9 +13,8 @@ import threading
 from collections import Counter
 
 import jsonschema_rs
-import pytest
 from helpers import wait_until
-from http_ingest import Http, Servers
+from http_ingest import Http
 
 SKI = "examples.skiresort:app"
 INT32 = {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1}
@@ -69,15 +68,6 @@ def message_only(answer, status: int) -> None:
     assert answer.headers["content-type"] == "application/json"
     conforms("ResponseMsg", answer.body)
     assert list(answer.body) == ["message"], answer.body
-
-
-@pytest.fixture
-def ingest(tmp_path):
-    servers = Servers(tmp_path)
-    try:
-        yield servers
-    finally:
-        servers.stop_all()
 
 
 def test_every_2_0_operation_answers_as_published(settings, workers, ingest):
