@@ -5,13 +5,17 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: run test test-all lint bench setup system browser venv clean
+.PHONY: run test test-cluster test-all lint bench setup system browser venv clean
 
 run: setup
 	$(BIN)/liftline up
 
 test: setup browser
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not cluster" $(PYTEST_ARGS)
+
+# The 3-node RabbitMQ cluster tests (tests/cluster): node kills under load.
+test-cluster: setup
+	$(BIN)/python -m pytest -m cluster $(PYTEST_ARGS)
 
 test-all: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

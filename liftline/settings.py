@@ -39,6 +39,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 class Settings:
     """Every knob liftline has. Immutable; build with :meth:`from_env`."""
 
+    # RabbitMQ: one node's URL, or every node's, comma-separated (a cluster). Each
+    # connection picks a node and moves to the next when its node fails.
     amqp_url: str = DEFAULT_AMQP_URL
     redis_url: str = DEFAULT_REDIS_URL
     # Namespace of one cluster: prefixes every RabbitMQ name and Redis key.
@@ -51,6 +53,11 @@ class Settings:
     batch_max_writes: int = 2000
     batch_max_bytes: int = 1024 * 1024
     confirm_timeout_s: float = 30.0
+    # A publish left unconfirmed this long while later ones are confirmed (or none
+    # are) marks its channel as faulty: RabbitMQ 3.10 may confirm later publishes on
+    # such a channel without storing them, so what it has in flight is re-sent on a
+    # fresh channel and nothing it confirmed after that publish is reported stored.
+    confirm_stall_s: float = 2.0
     reconnect_attempts: int = 8
     reconnect_backoff_s: float = 0.2
     reconnect_backoff_max_s: float = 5.0
@@ -87,8 +94,14 @@ class Settings:
     job_delivery_limit: int = 5
     job_key_queues: int = 16
     job_dead_max: int = 100_000  # dead jobs kept for replay; the oldest go first
+    # Replicas of each partition stream and quorum job queue in a RabbitMQ cluster;
+    # 0: min(3, the nodes in amqp_url). Fixed when the cluster is created (RabbitMQ
+    # refuses to declare a queue again with another count).
+    stream_replicas: int = 0
     # Local stack.
     data_dir: str = ".liftline"
+    # RabbitMQ management API (status shows stream leaders and nodes): URLs,
+    # comma-separated; empty: each AMQP node's host at its port + 10000 (15672 for 5672).
     management_url: str = ""
     # HTTP ingest service (liftline ingest). Comma-separated bearer tokens; empty: no auth.
     ingest_tokens: str = field(default="", repr=False)
@@ -161,12 +174,18 @@ class Settings:
         self._validate_autoscale()
         if self.member_ttl_s <= self.heartbeat_s:
             raise ConfigError("member_ttl_s must be larger than heartbeat_s")
-        for name, scheme in (("amqp_url", ("amqp", "amqps")),
-                             ("redis_url", ("redis", "rediss", "unix", "redis+sentinel",
-                                           "redis+cluster"))):
-            url = getattr(self, name)
-            if urllib.parse.urlsplit(url).scheme not in scheme:
-                raise ConfigError(f"{name}={mask_url(url)!r}: scheme must be one of {scheme}")
+        if not self.amqp_nodes:
+            raise ConfigError("amqp_url: give at least one RabbitMQ node URL")
+        redis_schemes = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster")
+        for name, urls, scheme in (("amqp_url", self.amqp_nodes, ("amqp", "amqps")),
+                                   ("redis_url", [self.redis_url], redis_schemes)):
+            for url in urls:
+                if urllib.parse.urlsplit(url).scheme not in scheme:
+                    raise ConfigError(f"{name}={mask_url(url)!r}: scheme must be one of {scheme}")
+        if not 0 <= self.stream_replicas <= 9:
+            raise ConfigError(f"stream_replicas={self.stream_replicas}: must be 0..9 (0: auto)")
+        if not 0 < self.confirm_stall_s <= 600:
+            raise ConfigError("confirm_stall_s: must be in (0, 600]")
 
     def _validate_autoscale(self) -> None:
         if not 0 <= self.autoscale_min <= self.autoscale_max <= 1000:
@@ -244,6 +263,36 @@ class Settings:
             return self.redis_wait_replicas
         return 1 if self.redis_url.startswith("redis+sentinel://") else 0
 
+    @property
+    def amqp_nodes(self) -> list[str]:
+        """The RabbitMQ node URLs of ``amqp_url``, in the order given."""
+        return split_urls(self.amqp_url)
+
+    @property
+    def management_urls(self) -> list[str]:
+        """The management API URLs: ``management_url``'s, else one per AMQP node (its
+        host, its credentials, the AMQP port + 10000, as RabbitMQ's 5672 and 15672;
+        none for a node whose AMQP port is above 55535)."""
+        given = split_urls(self.management_url)
+        if given:
+            return given
+        out = []
+        for url in self.amqp_nodes:
+            parts = urllib.parse.urlsplit(url)
+            port = (parts.port or (5671 if parts.scheme == "amqps" else 5672)) + 10000
+            if port > 65535:
+                continue  # no port to guess: set management_url
+            user = parts.username or "guest"
+            password = parts.password or "guest"
+            host = parts.hostname or "127.0.0.1"
+            scheme = "https" if parts.scheme == "amqps" else "http"
+            out.append(f"{scheme}://{user}:{password}@{host}:{port}")
+        return out
+
+    def resolved_stream_replicas(self) -> int:
+        """``stream_replicas``, or min(3, the nodes of ``amqp_url``) when it is 0."""
+        return self.stream_replicas or min(3, len(self.amqp_nodes))
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
@@ -280,10 +329,17 @@ def _coerce(name: str, raw: str, type_name: Any) -> Any:
     return raw
 
 
+def split_urls(value: str) -> list[str]:
+    """The URLs of a comma-separated list (blanks dropped)."""
+    return [u.strip() for u in value.split(",") if u.strip()]
+
+
 def mask_url(url: str) -> str:
-    """The URL with its password replaced by ***."""
+    """The URL (or comma-separated URLs) with each password replaced by ***."""
     if not url:
         return url
+    if "," in url:
+        return ",".join(mask_url(u) for u in split_urls(url))
     parts = urllib.parse.urlsplit(url)
     if parts.password is None:
         return url

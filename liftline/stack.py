@@ -27,6 +27,7 @@ from liftline.store.redis_store import connect
 
 if TYPE_CHECKING:
     from liftline.ingest.process import IngestProcess
+    from liftline.servers.cluster import LocalRabbitCluster
     from liftline.servers.local import LocalRabbitMQ, LocalRedis
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,11 @@ class LocalStack:
     def __init__(self, settings: Settings, *, workers: int = 1, app: str | None = None,
                  reuse_amqp: bool = False, reuse_redis: bool = False, say: Say = print,
                  ingest_port: int | None = None,
-                 autoscale: tuple[int, int] | None = None) -> None:
+                 autoscale: tuple[int, int] | None = None, rabbitmq_nodes: int = 1) -> None:
         self.settings = settings
+        # More than 1: a RabbitMQ cluster of that many nodes (data in rabbitmq-cluster/).
+        self.rabbitmq_nodes = rabbitmq_nodes
+        self.rabbit_cluster: LocalRabbitCluster | None = None
         self.autoscale = autoscale  # (min, max): an autoscaler runs the workers instead
         self.autoscaler: AutoscalerProcess | None = None
         self.ingest_port = ingest_port  # None: no HTTP ingest service
@@ -94,10 +98,12 @@ class LocalStack:
             self._start_ingest()
         if self.autoscale is not None:
             self._start_autoscaler()
+        # The streams and the workers' job queues exist now: have their Ra
+        # registrations on disk, so a kill of a node does not lose them.
         if self.rabbitmq is not None:
-            # The streams and the workers' job queues exist now: have their Ra
-            # registrations on disk, so a kill of the node does not lose them.
             self.rabbitmq.sync_to_disk()
+        if self.rabbit_cluster is not None:
+            self.rabbit_cluster.sync_to_disk()
         self.say("liftline ready")
 
     def _start_autoscaler(self) -> None:
@@ -126,6 +132,8 @@ class LocalStack:
         s = self.settings
         if self.reuse_amqp:
             self.say(f"rabbitmq: using {mask_url(s.amqp_url)}")
+        elif self.rabbitmq_nodes > 1:
+            self._start_rabbit_cluster()
         else:
             amqp_port = _port(s.amqp_url, 5673)
             if amqp_port == 5673:
@@ -148,6 +156,33 @@ class LocalStack:
             self.redis = LocalRedis(self.root / "redis", port=_port(s.redis_url, 6380))
             self.redis.start()
             self.say(f"redis ready: {mask_url(s.redis_url)} (pid {self.redis.pid})")
+
+    def _start_rabbit_cluster(self) -> None:
+        """A RabbitMQ cluster of ``rabbitmq_nodes`` nodes; every child gets the node list."""
+        from liftline.servers.base import free_ports
+        from liftline.servers.cluster import LocalRabbitCluster
+
+        n = self.rabbitmq_nodes
+        base = _port(self.settings.amqp_url, 5673)
+        if base == 5673:  # the usual ports, one up per node: 5673, 5674, 5675 …
+            ports = [(5673 + i, 15673 + i, 5553 + i, 25673 + i) for i in range(n)]
+            epmd = 4370
+        else:  # management at AMQP + 10000 where it fits (where status looks by default)
+            flat = free_ports(4 * n)
+            ports = [(base + i, base + i + 10000 if base + i + 10000 < 65536 else flat[4 * i],
+                      flat[4 * i + 1], flat[4 * i + 2]) for i in range(n)]
+            epmd = flat[-1]
+        self.rabbit_cluster = LocalRabbitCluster(self.root / "rabbitmq-cluster", size=n,
+                                                 epmd_port=epmd, ports=ports)
+        began = time.monotonic()
+        self.rabbit_cluster.start()
+        self.settings = self.settings.replace(amqp_url=self.rabbit_cluster.amqp_url,
+                                              management_url=self.rabbit_cluster.management_url)
+        pids = ", ".join(str(pid) for pid in self.rabbit_cluster.running_pids())
+        self.say(f"rabbitmq cluster ready: {n} nodes in {time.monotonic() - began:.0f}s "
+                 f"(pids {pids}; management http://127.0.0.1:{ports[0][1]})")
+        # The local nodes' own guest login: printed whole, so that it can be pasted.
+        self.say(f"  export LIFTLINE_AMQP_URL={self.settings.amqp_url}")
 
     def _prepare_cluster(self) -> None:
         bootstrap.prepare(self.settings, name="liftline-up")
@@ -227,7 +262,9 @@ class LocalStack:
         if self.procs:
             self.say("workers stopped")
         errors: list[str] = []
-        for name, server in (("redis", self.redis), ("rabbitmq", self.rabbitmq)):
+        servers = (("redis", self.redis), ("rabbitmq", self.rabbitmq),
+                   ("rabbitmq cluster", self.rabbit_cluster))
+        for name, server in servers:
             if server is None:
                 continue
             try:

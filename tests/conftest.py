@@ -20,10 +20,11 @@ from helpers import missing_local_binaries
 from http_ingest import Servers
 
 from liftline.servers import Endpoints, LocalServers, ServerProvider, provider_for_tests
+from liftline.servers.cluster import LocalRabbitCluster
 
 TESTS_DIR = Path(__file__).resolve().parent
 # Tests under these directories get the marker of the same name.
-DIRECTORY_MARKERS = ("integration", "faults")
+DIRECTORY_MARKERS = ("integration", "faults", "cluster")
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -106,6 +107,39 @@ def local_servers(tmp_path: Path) -> Iterator[LocalServers]:
         yield provider
     finally:
         provider.kill()
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRabbitCluster]:
+    """A 3-node RabbitMQ cluster from the system binaries, started once per session
+    (about 15-40 s), the same code as ``liftline up --rabbitmq-nodes 3``. Tests that
+    kill a node use :func:`cluster_nodes`, which starts it again afterwards."""
+    reason = missing_local_binaries()
+    if reason:
+        pytest.skip(f"the cluster tests need local RabbitMQ binaries ({reason})")
+    cluster = LocalRabbitCluster(tmp_path_factory.mktemp("rabbit-cluster"), size=3)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.kill()
+
+
+@pytest.fixture
+def cluster_nodes(rabbit_cluster: LocalRabbitCluster) -> Iterator[LocalRabbitCluster]:
+    """The session's cluster with all its nodes running, before and after the test."""
+    _all_running(rabbit_cluster)
+    try:
+        yield rabbit_cluster
+    finally:
+        _all_running(rabbit_cluster)
+
+
+def _all_running(cluster: LocalRabbitCluster) -> None:
+    for index, node in enumerate(cluster.nodes):
+        if node.pid is None:
+            cluster.start_node(index)
+    cluster.wait_running(len(cluster.nodes), 60)
 
 
 # -- pipeline fixtures -------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,11 @@ class History:
     acked: set[int] = field(default_factory=set)
     failed: set[int] = field(default_factory=set)
     tickets: list[Ticket] = field(default_factory=list)
+    # Tickets of the writes whose futures failed (their producer was told).
+    failed_tickets: list[Ticket] = field(default_factory=list)
+    # Counters (incr 1): acknowledged and attempted increments per key.
+    incr_acked: Counter[str] = field(default_factory=Counter)
+    incr_attempted: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -138,3 +143,105 @@ class SteadyLoad:
             with self.history.lock:
                 self.history.acked.add(write_id)
                 self.history.tickets.append(ticket)
+
+
+def check_counters(history: History, state: dict[str, Any]) -> dict[str, tuple[int, int, int]]:
+    """Counters outside [acknowledged, attempted] increments: key -> (low, value, high).
+
+    Below the acknowledged count an acknowledged increment was lost; above the
+    attempted count one was applied twice. Empty when all is well."""
+    out = {}
+    for key, attempted in history.incr_attempted.items():
+        value = state.get(key, 0)
+        if not history.incr_acked[key] <= value <= attempted:
+            out[key] = (history.incr_acked[key], value, attempted)
+    return out
+
+
+class PipelinedLoad:
+    """Writes at a steady rate with up to ``window`` writes awaiting confirms, as a
+    producer that pipelines its batches does: many batches are in flight whenever a
+    broker node fails. Mixed: every write appends its unique id to a history list,
+    and every ``incr_every``-th one also increments a counter."""
+
+    def __init__(self, producer: Producer, history: History, *, rate: float = 2000.0,
+                 window: int = 2000, incr_every: int = 5, max_writes: int = 2_000_000,
+                 max_seconds: float = 400.0, ids: range = range(1, 10**9)) -> None:
+        self.producer = producer
+        self.history = history
+        self.rate = rate
+        self.window = window
+        self.incr_every = incr_every
+        self.max_writes = max_writes
+        self.max_seconds = max_seconds
+        self._ids = iter(ids)
+        self._stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.acked_at: deque[float] = deque(maxlen=50_000)  # monotonic time of each ack
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PipelinedLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(180)
+
+    def acked_since(self, moment: float) -> int:
+        return sum(1 for t in list(self.acked_at) if t > moment)
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        sent = 0
+        window: deque[tuple[int, Any, Any]] = deque()
+        try:
+            while not self._stop.is_set() and time.monotonic() - started < self.max_seconds \
+                    and sent < self.max_writes:
+                due = int((time.monotonic() - started) * self.rate) - sent
+                for _ in range(min(due, self.window - len(window))):
+                    write_id = next(self._ids)
+                    counter = f"c:{write_id % 16}" if write_id % self.incr_every == 0 else None
+                    with self.history.lock:
+                        self.history.attempted.add(write_id)
+                        if counter:
+                            self.history.incr_attempted[counter] += 1
+                    future = self.producer.submit("append", key_of(write_id), write_id, CAP)
+                    extra = self.producer.submit("incr", counter, 1) if counter else None
+                    window.append((write_id, future, (counter, extra)))
+                    sent += 1
+                while window and (window[0][1].done() or len(window) >= self.window):
+                    self._settle(*window.popleft())
+                self._stop.wait(0.005)
+        except BaseException as exc:  # surfaced by the test
+            self.errors.append(exc)
+        finally:
+            while window:
+                self._settle(*window.popleft())
+
+    def _settle(self, write_id: int, future: Any, extra: tuple[str | None, Any]) -> None:
+        counter, incr = extra
+        try:
+            ticket = future.result(120)
+        except LiftlineError:
+            with self.history.lock:
+                self.history.failed.add(write_id)
+                self.history.failed_tickets.append(future.ticket)
+            ticket = None
+        if ticket is not None:
+            with self.history.lock:
+                self.history.acked.add(write_id)
+                self.history.tickets.append(ticket)
+            self.acked_at.append(time.monotonic())
+        if incr is not None:
+            try:
+                incr_ticket = incr.result(120)
+                with self.history.lock:
+                    self.history.incr_acked[counter or ""] += 1
+                    self.history.tickets.append(incr_ticket)
+            except LiftlineError:
+                with self.history.lock:
+                    self.history.failed_tickets.append(incr.ticket)

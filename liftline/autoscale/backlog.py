@@ -48,6 +48,8 @@ class Backlog:
     jobs_unacked: int = 0
     members: int = 0
     read_s: float = 0.0
+    # Per partition: writes missing from its stream, as its primary reports them.
+    missing: dict[int, int] = field(default_factory=dict)
 
     @property
     def stream_total(self) -> int:
@@ -153,7 +155,8 @@ class BacklogReader:
         except (pika.exceptions.AMQPError, OSError) as exc:
             self._drop()
             raise BrokerUnavailable(f"reading the backlog failed: {exc!r}") from exc
-        out = Backlog(jobs=jobs, jobs_unacked=unacked, members=len(members))
+        out = Backlog(jobs=jobs, jobs_unacked=unacked, members=len(members),
+                      missing=_missing(members, owners))
         for p in range(self.partitions):
             out.entries[p], out.streams[p] = self.tails.behind(p, applied[p])
         self.tails.trim(oldest)
@@ -191,3 +194,13 @@ class BacklogReader:
         self._drop()
         with contextlib.suppress(Exception):
             self.redis.close()
+
+
+def _missing(members: dict[str, dict[str, Any]], owners: dict[int, str]) -> dict[int, int]:
+    """Writes missing from each partition's stream, from its primary's report."""
+    out: dict[int, int] = {}
+    for p, owner in owners.items():
+        report = members.get(owner, {}).get("partitions", {}).get(p)
+        if report is not None and report.get("missing"):
+            out[p] = int(report["missing"])
+    return out

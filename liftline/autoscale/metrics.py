@@ -4,6 +4,8 @@
     liftline_backlog{cluster,kind="jobs",queue="…"}         ready jobs in a job queue
     liftline_backlog{cluster,kind="jobs_unacked",queue="all"}  jobs being run
     liftline_stream_lag_entries{cluster,partition}           the same lag in stream entries
+    liftline_missing_writes{cluster,partition}               writes missing from a stream
+                                                            (gaps in a producer's seqs)
     liftline_workers_desired / liftline_workers_current     the pool
     liftline_autoscale_decisions_total{action}              decisions by action
 
@@ -54,6 +56,13 @@ def render(cluster: str, backlog: Backlog | None, decision: Decision | None,
         for p, entries in sorted(backlog.entries.items()):
             lines.append(f'liftline_stream_lag_entries{{cluster="{c}",partition="{p}"}} '
                          f"{entries}")
+        lines += ["# HELP liftline_missing_writes Writes missing from a partition's stream: "
+                  "gaps in a producer's sequence numbers (refused or lost writes; see "
+                  "liftline deadletters).",
+                  "# TYPE liftline_missing_writes gauge"]
+        for p in sorted(backlog.entries):
+            lines.append(f'liftline_missing_writes{{cluster="{c}",partition="{p}"}} '
+                         f"{backlog.missing.get(p, 0)}")
     if decision is not None:
         lines += ["# HELP liftline_workers_desired Workers the autoscaler wants now.",
                   "# TYPE liftline_workers_desired gauge",

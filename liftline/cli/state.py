@@ -32,8 +32,10 @@ def print_table(rows: list[dict[str, Any]], columns: list[tuple[str, str]]) -> N
 @connection_options
 def status(settings: Settings, as_json: bool) -> None:
     """Members and, per partition: owner, epoch, applied and flushed offsets,
-    stream bounds, lag, keys and retention margin (entries the stream may still
-    drop before it reaches unflushed data)."""
+    stream bounds, lag, keys, retention margin (entries the stream may still
+    drop before it reaches unflushed data), writes missing from the stream, and,
+    from the RabbitMQ management API, the stream's leader and replicas online;
+    then the RabbitMQ nodes up or down and where the job queues' leaders are."""
     snapshot = status_mod.gather(settings)
     if as_json:
         echo_json(snapshot)
@@ -47,21 +49,44 @@ def status(settings: Settings, as_json: bool) -> None:
         print_table(members, [("id", "MEMBER"), ("host", "HOST"), ("pid", "PID"),
                               ("heartbeat_age_s", "HEARTBEAT_AGE_S"), ("held", "PARTITIONS")])
     click.echo("")
+    broker = snapshot.get("rabbitmq")
     rows = [{**r, "standbys": ",".join(r["standbys"]) or None,
-             "replica_lag": " ".join(f"{h['lag']}" for h in r["replicas"]) or None}
+             "replica_lag": " ".join(f"{h['lag']}" for h in r["replicas"]) or None,
+             "leader": _short(r.get("stream_leader")),
+             "online": f"{len(r['stream_online'])}/{len(r['stream_members'])}"
+             if r.get("stream_members") else None}
             for r in snapshot["partition_state"]]
-    print_table(rows, [
+    columns = [
         ("partition", "P"), ("primary", "PRIMARY"), ("standbys", "STANDBYS"), ("epoch", "EPOCH"),
         ("applied_offset", "APPLIED"), ("flushed_offset", "FLUSHED"),
         ("stream_tail", "TAIL"), ("lag", "LAG"), ("replica_lag", "REPLICA_LAGS"),
         ("keys", "KEYS"), ("retention_margin", "MARGIN"), ("flush_age_s", "FLUSH_AGE_S"),
-    ])
+        ("missing_writes", "MISSING"),
+    ]
+    if broker is not None:
+        columns += [("leader", "STREAM_LEADER"), ("online", "ONLINE")]
+    print_table(rows, columns)
+    if broker is not None:
+        click.echo("")
+        click.echo("rabbitmq nodes: " + ", ".join(
+            f"{n['name']} {'up' if n['running'] else 'DOWN'}" for n in broker["nodes"]))
+        leaders: dict[str, int] = {}
+        for q in broker["job_queues"]:
+            leaders[_short(q["leader"]) or "-"] = leaders.get(_short(q["leader"]) or "-", 0) + 1
+        if leaders:
+            click.echo(f"job queues ({len(broker['job_queues'])}), leaders: " + ", ".join(
+                f"{node} {n}" for node, n in sorted(leaders.items())))
     if snapshot.get("autoscaler"):
         click.echo("")
         click.echo(autoscaler_line(snapshot["autoscaler"]))
     for warning in snapshot["warnings"]:
         click.echo(f"warning: {warning}", err=True)
     _partial(snapshot)
+
+
+def _short(node: str | None) -> str | None:
+    """``r1@localhost`` → ``r1``: node names are long and share their host part."""
+    return None if node is None else node.split("@", 1)[0]
 
 
 def _partial(snapshot: dict[str, Any]) -> None:

@@ -22,12 +22,16 @@ from liftline.stack import LocalStack
 @click.option("--ingest-port", type=click.IntRange(1, 65535), default=8080, show_default=True,
               help="Port of the HTTP ingest service on 127.0.0.1.")
 @click.option("--no-ingest", is_flag=True, help="Do not start the HTTP ingest service.")
+@click.option("--rabbitmq-nodes", type=click.IntRange(1, 5), default=1, show_default=True,
+              help="RabbitMQ nodes to start as one cluster (AMQP on 5673, 5674, …; data in "
+                   ".liftline/rabbitmq-cluster/); streams and job queues get min(3, N) "
+                   "replicas.")
 @click.option("--autoscale", "autoscale_bounds", metavar="MIN:MAX",
               help="Run the autoscaler (local pool of MIN..MAX workers, by backlog; "
                    "LIFTLINE_AUTOSCALE_* settings apply) instead of --workers fixed workers.")
 @connection_options
 def up(settings: Settings, workers: int, replicas: int | None, app_spec: str | None,
-       data_dir: str | None, ingest_port: int, no_ingest: bool,
+       data_dir: str | None, ingest_port: int, no_ingest: bool, rabbitmq_nodes: int,
        autoscale_bounds: str | None) -> None:
     """Start RabbitMQ and Redis from the system binaries (data under .liftline/),
     declare the topology, start workers and the HTTP ingest service
@@ -54,7 +58,7 @@ def up(settings: Settings, workers: int, replicas: int | None, app_spec: str | N
         reuse_amqp="LIFTLINE_AMQP_URL" in os.environ,
         reuse_redis="LIFTLINE_REDIS_URL" in os.environ,
         say=lambda line: click.echo(line), ingest_port=None if no_ingest else ingest_port,
-        autoscale=bounds,
+        autoscale=bounds, rabbitmq_nodes=rabbitmq_nodes,
     )
     try:
         stack.start()

@@ -104,7 +104,7 @@ def _rabbitmq(settings: Settings, dead_lock: threading.Lock | None) -> dict[str,
     jobs: dict[str, Any] = {"ready": None, "dead_in_queue": None, "dead": [],
                             "consumers": None}
     out: dict[str, Any] = {"info": info, "jobs": jobs, "error": None}
-    if settings.management_url:
+    if settings.management_urls:
         info.update(_nodes(settings))
     try:
         conn = connect_blocking(settings, name="liftline-dashboard", attempts=1,
@@ -150,13 +150,16 @@ def _depths(conn: pika.BlockingConnection, settings: Settings) -> dict[str, Any]
 
 
 def _nodes(settings: Settings) -> dict[str, Any]:
-    """RabbitMQ's nodes from the management API: name, running, memory, disk, fds."""
-    nodes = management_get(settings.management_url, "/api/nodes",
-                           timeout_s=settings.query_timeout_s)
-    if not isinstance(nodes, list):
-        return {"management": f"no answer from {mask_url(settings.management_url)}"}
-    return {"management": "ok",
-            "nodes": [{k: n.get(k) for k in _NODE_FIELDS} for n in nodes if isinstance(n, dict)]}
+    """RabbitMQ's nodes from the first management API that answers: name, running,
+    memory, disk, fds."""
+    for url in settings.management_urls:
+        nodes = management_get(url, "/api/nodes", timeout_s=settings.query_timeout_s)
+        if isinstance(nodes, list):
+            return {"management": "ok",
+                    "nodes": [{k: n.get(k) for k in _NODE_FIELDS}
+                              for n in nodes if isinstance(n, dict)]}
+    tried = ", ".join(mask_url(url) for url in settings.management_urls)
+    return {"management": f"no answer from {tried}"}
 
 
 def _text(value: Any) -> Any:

@@ -22,7 +22,7 @@ import pika.exceptions
 from pika.adapters.asyncio_connection import AsyncioConnection
 
 from liftline.errors import BrokerUnavailable, Timeout
-from liftline.queue.connection import parameters
+from liftline.queue.connection import Nodes, parameters
 from liftline.reads.steps import GONE, Gone
 from liftline.settings import Settings, mask_url
 
@@ -38,6 +38,7 @@ class AsyncRpc:
         self.settings = settings
         self.loop = loop
         self._conn: AsyncioConnection | None = None
+        self._nodes = Nodes(settings)  # each connect goes to the next node of the list
         self._channel: Any = None
         self._ready: asyncio.Future[None] | None = None
         self._pending: dict[str, asyncio.Future[bytes | Gone]] = {}
@@ -84,7 +85,7 @@ class AsyncRpc:
 
     def _open(self) -> None:
         self._conn = AsyncioConnection(
-            parameters(self.settings.amqp_url, name=f"liftline-ingest-rpc-{os.getpid()}"),
+            parameters(self._nodes.next(), name=f"liftline-ingest-rpc-{os.getpid()}"),
             on_open_callback=lambda conn: conn.channel(on_open_callback=self._on_channel),
             on_open_error_callback=self._on_open_error,
             on_close_callback=self._on_closed,

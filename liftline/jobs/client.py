@@ -75,7 +75,13 @@ class JobClient:
         self.names = topology.JobNames(settings.cluster)
 
     def _channel(self) -> ConfirmedChannel:
-        if self._conn is None or not self._conn.is_open:
+        if self._conn is None or not self._conn.is_open or (
+                self._pub is not None and self._pub.broken):
+            if self._conn is not None and self._conn.is_open:
+                try:
+                    self._conn.close()
+                except (pika.exceptions.AMQPError, OSError):
+                    pass
             self._conn = connect_blocking(self.settings, name="liftline-jobs-client")
             topology.declare(self._conn.channel(), self.settings)
             self._pub = ConfirmedChannel(self._conn)
@@ -131,12 +137,15 @@ class JobClient:
     def _publish(self, messages: list[Any]) -> None:
         for attempt in (1, 2):
             try:
-                self._channel().publish_all(messages, self.settings.confirm_timeout_s)
+                self._channel().publish_all(messages, self.settings.confirm_timeout_s,
+                                            self.settings.confirm_stall_s)
                 return
             except (BrokerError, pika.exceptions.AMQPError, OSError):
-                # A connection that went stale while idle: one fresh try. A job
+                # A connection that went stale while idle, a nack or stalled confirms
+                # (a queue leader died): one fresh try on a new connection. A job
                 # published twice runs once (its id is checked before it runs).
-                self._conn = None
+                if self._pub is not None:
+                    self._pub.broken = True
                 if attempt == 2:
                     raise
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import pika.exceptions
 
+from liftline.queue.topology import declare_queue, placement_arguments, report_kept
 from liftline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,22 +72,25 @@ def key_queue(key: str, settings: Settings) -> int:
 def declare(channel: Any, settings: Settings) -> JobNames:
     """Declare every jobs queue and exchange (idempotent)."""
     names = JobNames(settings.cluster)
+    placed = placement_arguments(settings, quorum=True)
     work_args = {"x-queue-type": "quorum", "x-delivery-limit": settings.job_delivery_limit,
-                 "x-dead-letter-exchange": names.dlx}
+                 "x-dead-letter-exchange": names.dlx, **placed}
+    kept: list[str] = []
     channel.exchange_declare(names.exchange, exchange_type="direct", durable=True)
     channel.exchange_declare(names.dlx, exchange_type="fanout", durable=True)
-    channel.queue_declare(names.queue, durable=True, arguments=work_args)
+    channel = declare_queue(channel, names.queue, work_args, kept)
     channel.queue_bind(names.queue, names.exchange, routing_key="any")
     for n in range(settings.job_key_queues):
-        channel.queue_declare(names.keyed(n), durable=True,
-                              arguments={**work_args, "x-single-active-consumer": True})
+        channel = declare_queue(channel, names.keyed(n),
+                                {**work_args, "x-single-active-consumer": True}, kept)
         channel.queue_bind(names.keyed(n), names.exchange, routing_key=f"k{n}")
     # A suspect already took one worker down: it may take limit - 1 more.
-    channel.queue_declare(names.suspect, durable=True, arguments={
+    channel = declare_queue(channel, names.suspect, {
         **work_args, "x-delivery-limit": max(settings.job_delivery_limit - 1, 0),
-        "x-single-active-consumer": True})
-    channel.queue_declare(names.intake, durable=True, arguments={"x-queue-type": "quorum"})
+        "x-single-active-consumer": True}, kept)
+    channel = declare_queue(channel, names.intake, {"x-queue-type": "quorum", **placed}, kept)
     channel.queue_bind(names.intake, names.dlx)
+    report_kept(kept)
     _declare_dead(channel, names, settings)
     return names
 
@@ -99,9 +103,9 @@ def _declare_dead(channel: Any, names: JobNames, settings: Settings) -> None:
     that queue is kept as it is, with a warning saying how to bound it.
     """
     try:
-        channel.queue_declare(names.dead, durable=True, arguments={
+        declare_queue(channel, names.dead, {
             "x-queue-type": "quorum", "x-max-length": settings.job_dead_max,
-            "x-overflow": "drop-head"})
+            "x-overflow": "drop-head", **placement_arguments(settings, quorum=True)})
     except pika.exceptions.ChannelClosedByBroker as exc:
         if exc.reply_code != 406:
             raise

@@ -74,7 +74,9 @@ class Batch:
         return self._event.wait(timeout)
 
     def wait(self, timeout: float | None) -> None:
-        if not self._event.wait(timeout):
+        # ``done`` (and ``error`` before it) is set a moment before the event: a caller
+        # that saw done() must get the outcome, not a Timeout of a zero wait.
+        if not self.done and not self._event.wait(timeout):
             raise Timeout(f"write not confirmed within {timeout}s (it may still be)")
         if self.error is not None:
             raise self.error

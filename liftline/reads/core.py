@@ -157,11 +157,14 @@ class ReadCore:
         else ``applied`` when its owner's watermark covers it, else ``queued`` (no
         live owner counts as queued)."""
         self._check_ticket(ticket)
-        raw, horizon = yield RedisCall((
+        raw, horizon, gaps = yield RedisCall((
             ("HGET", self.keys.watermarks(ticket.partition), ticket.producer_id),
-            ("HGET", self.keys.state(ticket.partition), "horizon")))
+            ("HGET", self.keys.state(ticket.partition), "horizon"),
+            ("HGET", self.keys.gaps(ticket.partition), ticket.producer_id)))
         persisted = int(raw or 0)
-        if persisted >= ticket.seq:
+        # A seq in a gap of its producer is below the watermark but not in the stream.
+        missing = gaps is not None and any(lo <= ticket.seq <= hi for lo, hi in codec.unpack(gaps))
+        if persisted >= ticket.seq and not missing:
             return TicketStatus(ticket, "persisted", persisted, None)
         created = id_created(ticket.producer_id)
         if created is not None and created < int(horizon or 0):

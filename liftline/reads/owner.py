@@ -10,7 +10,7 @@ import pika
 import pika.exceptions
 
 from liftline.errors import BrokerError, Timeout
-from liftline.queue.connection import connect_blocking
+from liftline.queue.connection import Nodes, connect_blocking
 from liftline.reads.base import Reader, ReadResult, TicketStatus
 from liftline.reads.core import ReadCore
 from liftline.reads.protocol import StatusReply
@@ -36,11 +36,15 @@ class OwnerReader(Reader):
         self.settings = settings
         self.core = ReadCore(settings)
         self._redis = connect(settings.redis_url, timeout_s=settings.query_timeout_s)
-        self._conn = connect_blocking(settings, name="liftline-reader", attempts=2,
-                                      timeout_s=settings.query_timeout_s)
-        self._channel = self._conn.channel()
+        self._nodes = Nodes(settings)
         self._waiting = ""  # the correlation id of the one call in flight
         self._outcome: bytes | Gone | None = None
+        self._connect()
+
+    def _connect(self) -> None:
+        self._conn = connect_blocking(self.settings, name="liftline-reader", attempts=2,
+                                      timeout_s=self.settings.query_timeout_s, nodes=self._nodes)
+        self._channel = self._conn.channel()
         self._channel.add_on_return_callback(self._on_return)
         self._channel.basic_consume(_REPLY_TO, self._on_reply, auto_ack=True)
 
@@ -77,6 +81,19 @@ class OwnerReader(Reader):
             self._outcome = GONE
 
     def _call(self, step: OwnerCall) -> bytes | Gone:
+        """One request to an owner. A read changes nothing, so a connection lost on
+        the way (its RabbitMQ node died) costs one more try through the next node."""
+        try:
+            return self._call_once(step)
+        except BrokerError:
+            if self._conn.is_open:
+                raise
+        self._connect()
+        return self._call_once(step)
+
+    def _call_once(self, step: OwnerCall) -> bytes | Gone:
+        if not self._conn.is_open:
+            raise BrokerError("the connection to RabbitMQ is closed")
         self._waiting, self._outcome = uuid.uuid4().hex, None
         try:
             self._channel.basic_publish(
@@ -91,7 +108,7 @@ class OwnerReader(Reader):
                     raise Timeout(f"{step.queue} did not answer within {step.timeout_s:.1f}s")
                 self._conn.process_data_events(time_limit=min(left, 0.05))
             return self._outcome
-        except pika.exceptions.AMQPError as exc:
+        except (pika.exceptions.AMQPError, OSError) as exc:
             raise BrokerError(f"read failed: {exc!r}") from exc
         finally:
             self._waiting = ""

@@ -26,8 +26,8 @@ from liftline.servers.base import (
     free_ports,
     management_api_answers,
     port_answers,
-    redis_answers,
 )
+from liftline.servers.local_redis import LocalRedis as LocalRedis  # public here too
 from liftline.servers.process import (  # noqa: F401 - pid_alive, log_tail are public here
     end_group,
     kill_group,
@@ -77,8 +77,17 @@ class LocalRabbitMQ:
         epmd_port: int,
         nodename: str = "liftline@localhost",
         log_file: Path | None = None,
+        extra_config: str = "",
+        cookie: str | None = None,
+        manage_epmd: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir)
+        # Lines added to rabbitmq.conf (a cluster's peer discovery), the Erlang cookie
+        # to write before the first boot (nodes of one cluster share it), and whether
+        # stop() ends the epmd this node started (a cluster ends its shared epmd itself).
+        self.extra_config = extra_config
+        self.cookie = cookie
+        self.manage_epmd = manage_epmd
         self.amqp_port = amqp_port
         self.management_port = management_port
         self.stream_port = stream_port
@@ -134,6 +143,9 @@ class LocalRabbitMQ:
             RABBITMQ_PID_FILE=str(d / "rabbitmq.pid"),
             RABBITMQ_DIST_PORT=str(self.dist_port),
             ERL_EPMD_PORT=str(self.epmd_port),
+            # epmd and the Erlang distribution listen on loopback only, as AMQP does.
+            ERL_EPMD_ADDRESS=HOST,
+            RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
             # A node that fails to boot writes its crash dump here, not in the cwd.
             ERL_CRASH_DUMP=str(d / "erl_crash.dump"),
         )
@@ -152,7 +164,13 @@ class LocalRabbitMQ:
             "log.file.level = info\n"
             "disk_free_limit.absolute = 50MB\n"
             "vm_memory_high_watermark.relative = 0.4\n"
+            + self.extra_config
         )
+        if self.cookie is not None:
+            cookie = d / "home" / ".erlang.cookie"
+            if not cookie.exists():
+                cookie.write_text(self.cookie)
+                cookie.chmod(0o400)
         (d / "enabled_plugins").write_text(ENABLED_PLUGINS)
         # Keep /etc/rabbitmq/rabbitmq-env.conf out of this node.
         (d / "rabbitmq-env.conf").write_text("")
@@ -170,7 +188,8 @@ class LocalRabbitMQ:
             raise ServerError(f"RabbitMQ is not installed ({RABBITMQ_SERVER} missing)")
         self._write_config()
         # An epmd already on the port is someone else's; only end one our node starts.
-        self._owns_epmd = self._owns_epmd or not port_answers(HOST, self.epmd_port)
+        self._owns_epmd = self.manage_epmd and (
+            self._owns_epmd or not port_answers(HOST, self.epmd_port))
         (self.data_dir / "rabbitmq.pid").unlink(missing_ok=True)
         self._node_pid = None
         began = time.monotonic()
@@ -257,29 +276,7 @@ class LocalRabbitMQ:
         if not self._owns_epmd:
             return
         self._owns_epmd = False
-        epmd = shutil.which("epmd") or next(
-            iter(sorted(glob.glob("/usr/lib/erlang/erts-*/bin/epmd"), reverse=True)), None
-        )
-        if epmd is None:
-            log.warning("epmd not found; the epmd on port %d keeps running", self.epmd_port)
-            return
-        # epmd refuses to die while a node is registered ("Killing not allowed - living
-        # nodes in database"); right after a SIGKILL the dead node's entry can linger.
-        deadline = time.monotonic() + 10.0
-        reply = ""
-        while port_answers(HOST, self.epmd_port, timeout_s=0.2):
-            if time.monotonic() >= deadline:
-                log.warning("epmd on port %d did not stop: %s", self.epmd_port, reply)
-                return
-            result = subprocess.run(
-                [epmd, "-port", str(self.epmd_port), "-kill"],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=10,
-                check=False,
-            )
-            reply = result.stdout.decode(errors="replace").strip()
-            time.sleep(0.05 if result.returncode == 0 else 0.2)
+        stop_epmd(self.epmd_port)
 
     def ctl(self, *args: str, timeout_s: float = 60) -> str:
         """Run ``rabbitmqctl args…`` against this node and return its stdout.
@@ -318,93 +315,34 @@ class LocalRabbitMQ:
         self.ctl("eval", "[dets:sync(T) || T <- dets:all()].")
 
 
-class LocalRedis:
-    """One ``redis-server`` with an append-only file in ``data_dir``, on 127.0.0.1."""
+def stop_epmd(port: int, timeout_s: float = 10.0) -> None:
+    """End the epmd listening on ``port`` (``epmd -port P -kill``); never raises.
 
-    def __init__(
-        self,
-        data_dir: Path,
-        *,
-        port: int,
-        log_file: Path | None = None,
-        appendfsync: str = "everysec",
-    ) -> None:
-        self.data_dir = Path(data_dir)
-        self.port = port
-        self.log_file = log_file or self.data_dir / "redis-server.log"
-        self.appendfsync = appendfsync
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the started ``redis-server``, if running."""
-        if self._proc is None or self._proc.poll() is not None:
-            return None
-        return self._proc.pid
-
-    @property
-    def redis_url(self) -> str:
-        return f"redis://{HOST}:{self.port}/0"
-
-    def start(self, timeout_s: float = 20.0) -> None:
-        """Start Redis and return once it answers PING (its AOF is loaded by then).
-
-        Raises ServerError if it exits or does not answer within ``timeout_s``.
-        """
-        if self.pid is not None:
+    Only for an epmd this process started: each is bound to a port of its own.
+    """
+    epmd = shutil.which("epmd") or next(
+        iter(sorted(glob.glob("/usr/lib/erlang/erts-*/bin/epmd"), reverse=True)), None
+    )
+    if epmd is None:
+        log.warning("epmd not found; the epmd on port %d keeps running", port)
+        return
+    # epmd refuses to die while a node is registered ("Killing not allowed - living
+    # nodes in database"); right after a SIGKILL the dead node's entry can linger.
+    deadline = time.monotonic() + timeout_s
+    reply = ""
+    while port_answers(HOST, port, timeout_s=0.2):
+        if time.monotonic() >= deadline:
+            log.warning("epmd on port %d did not stop: %s", port, reply)
             return
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise ServerError("redis-server is not installed")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = [
-            binary,
-            "--port", str(self.port),
-            "--bind", HOST,
-            "--dir", str(self.data_dir),
-            "--appendonly", "yes",
-            "--appendfsync", self.appendfsync,
-            "--save", "",
-            "--daemonize", "no",
-            "--logfile", "",
-        ]  # fmt: skip
-        began = time.monotonic()
-        self._proc = spawn_in_group(argv, None, self.log_file)
-        try:
-            self._wait_ready(began + timeout_s)
-        except BaseException:
-            self.stop(timeout_s=5.0)
-            raise
-        log.info("Redis ready on %d in %.1fs", self.port, time.monotonic() - began)
-
-    def _wait_ready(self, deadline: float) -> None:
-        assert self._proc is not None
-        while True:
-            code = self._proc.poll()
-            if code is not None:
-                raise ServerError(
-                    f"redis-server exited with code {code} while starting\n"
-                    f"{log_tail(self.log_file)}"
-                )
-            if port_answers(HOST, self.port) and redis_answers(self.redis_url):
-                return
-            if time.monotonic() >= deadline:
-                raise ServerError(
-                    f"Redis on {self.port} not ready in time\n{log_tail(self.log_file)}"
-                )
-            time.sleep(0.05)
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        """SIGTERM Redis (it fsyncs the AOF), SIGKILL after ``timeout_s``; idempotent."""
-        if self._proc is not None:
-            end_group(self._proc, [], timeout_s, f"Redis on {self.port}")
-            self._proc = None
-
-    def kill(self) -> None:
-        """SIGKILL Redis at once, as a crash would."""
-        if self._proc is not None:
-            kill_group(self._proc, [], f"Redis on {self.port}")
-            self._proc = None
+        result = subprocess.run(
+            [epmd, "-port", str(port), "-kill"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+        reply = result.stdout.decode(errors="replace").strip()
+        time.sleep(0.05 if result.returncode == 0 else 0.2)
 
 
 class LocalServers(ServerProvider):

@@ -35,6 +35,10 @@ class Keys:
     def dead(self, partition: int) -> str:
         return self._p(partition, "dead")
 
+    def gaps(self, partition: int) -> str:
+        """Producer id → its seqs missing from the partition's stream (msgpack ranges)."""
+        return self._p(partition, "gaps")
+
     def member(self, member_id: str) -> str:
         return f"ll:{self.cluster}:member:{member_id}"
 

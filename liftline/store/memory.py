@@ -10,6 +10,11 @@ applied, and an id made more than ``producer_id_ttl_s`` before it is past the
 horizon. Its watermark is forgotten and its batches are refused (dead letters),
 so a retry can never be applied twice, however late it comes. The clock comes
 from the stream alone, so every replica expires the same ids at the same offset.
+
+A batch that starts past its producer's watermark + 1 opens a gap (see
+:mod:`liftline.store.gaps`): the missing seqs are recorded as a dead letter and
+counted, the batch is applied, and a copy of the missing writes that comes later
+fills the gap, applied once.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import msgpack
 
 from liftline.codec import MAX_DEPTH, MAX_KEY_BYTES, depth
 from liftline.errors import InvalidWrite
+from liftline.store.gaps import Gaps
 from liftline.tickets import id_created
 
 Reducer = Callable[[Any, Any], Any]
@@ -110,15 +116,24 @@ class PartitionStore:
         self.pending_writes = 0
         self.applied_writes = 0
         self.skipped_duplicates = 0
+        # Seqs missing below each producer's watermark, and the offset of their
+        # latest change not yet known to be flushed (as for watermarks).
+        self.gaps = Gaps()
+        self.gaps_dirty: dict[str, int] = {}
+        self.gaps_opened = 0  # gaps seen since this store was made or loaded
+        self.gaps_filled = 0  # missing writes that arrived later and were applied
         self.append_cap = append_cap
         self._reducers = dict(reducers or {})
 
     # -- loading -----------------------------------------------------------
-    def load(self, data: dict[str, Entry], offset: int, watermarks: dict[str, int]) -> None:
+    def load(self, data: dict[str, Entry], offset: int, watermarks: dict[str, int],
+             gaps: dict[str, list[list[int]]] | None = None) -> None:
         """Replace the state with a flushed snapshot (nothing becomes dirty)."""
         self.data = data
         self.applied_offset = offset
         self.watermarks = dict(watermarks)
+        self.gaps = Gaps(gaps)
+        self.gaps_dirty.clear()
         self.clock = max((c for c in map(id_created, watermarks) if c is not None), default=0)
         self._next_sweep = self.clock  # the next batch sweeps what expired meanwhile
         self.wm_dirty.clear()
@@ -134,7 +149,10 @@ class PartitionStore:
     def applied(self, producer_id: str, seq: int) -> bool:
         """Whether the write ``(producer_id, seq)`` is reflected in this state, or its
         producer id has expired (then nothing of it can be applied any more)."""
-        return self.watermarks.get(producer_id, 0) >= seq or self.expired(producer_id)
+        if self.expired(producer_id):
+            return True
+        return self.watermarks.get(producer_id, 0) >= seq \
+            and not (self.gaps and self.gaps.holds(producer_id, seq))
 
     @property
     def horizon(self) -> int:
@@ -151,7 +169,12 @@ class PartitionStore:
     @property
     def has_changes(self) -> bool:
         """Whether a flush would write something besides the offset."""
-        return bool(self.dirty or self.dead or self.wm_dirty)
+        return bool(self.dirty or self.dead or self.wm_dirty or self.gaps_dirty)
+
+    @property
+    def missing(self) -> int:
+        """Writes missing from the stream (open gaps, over all producers)."""
+        return self.gaps.missing() if self.gaps else 0
 
     # -- writes ------------------------------------------------------------
     def dead_letter(self, offset: int, reason: str, raw: bytes = b"") -> None:
@@ -182,16 +205,62 @@ class PartitionStore:
                     -1, producer_id, first_seq))
                 return 0
         mark = self.watermarks.get(producer_id, 0)
-        last_seq = first_seq + len(writes) - 1
-        if last_seq <= mark:
-            self.skipped_duplicates += len(writes)
-            return 0
-        start = mark - first_seq + 1 if mark >= first_seq else 0
-        self.skipped_duplicates += start
+        count = len(writes)
+        last_seq = first_seq + count - 1
+        indices: range | list[int]
+        if first_seq <= mark + 1 and not (self.gaps and self.gaps.of(producer_id)):
+            # The usual case: the batch follows its producer's last one (or repeats it).
+            if last_seq <= mark:
+                self.skipped_duplicates += count
+                return 0
+            indices = range(mark - first_seq + 1 if mark >= first_seq else 0, count)
+        else:
+            indices = self._across_gaps(offset, producer_id, first_seq, count, mark)
+            if not indices:
+                self.skipped_duplicates += count
+                return 0
+        self.skipped_duplicates += count - len(indices)
+        applied = self._apply_writes(offset, producer_id, first_seq, writes, indices)
+        if last_seq > mark:
+            self.watermarks[producer_id] = last_seq
+            self.wm_dirty[producer_id] = offset
+        self.applied_writes += applied
+        self.pending_writes += count
+        return applied
+
+    def _across_gaps(self, offset: int, producer_id: str, first_seq: int, count: int,
+                     mark: int) -> list[int]:
+        """The indices of a batch to apply when it fills or opens a gap of its producer."""
+        last_seq = first_seq + count - 1
+        below = min(last_seq, mark) - first_seq + 1  # writes at or below the watermark
+        indices = self.gaps.fill(producer_id, first_seq, below) if below > 0 else []
+        if indices:
+            self.gaps_filled += len(indices)
+            self.gaps_dirty[producer_id] = offset
+        if first_seq > mark + 1:
+            missing = (mark + 1, first_seq - 1)
+            self.gaps_opened += 1
+            self.gaps_dirty[producer_id] = offset
+            given_up = self.gaps.open(producer_id, *missing)
+            note = "" if given_up is None else (
+                f"; too many gaps: seqs {given_up[0]}-{given_up[1]} are given up")
+            self.dead.append(DeadLetter(
+                self.partition, offset,
+                f"gap: producer {producer_id} seqs {missing[0]}-{missing[1]} "
+                f"({missing[1] - missing[0] + 1} writes) missing before this batch; "
+                f"a copy that arrives later is applied{note}",
+                -1, producer_id, missing[0], "gap"))
+        if last_seq > mark:
+            indices.extend(range(max(first_seq, mark + 1) - first_seq, count))
+        return indices
+
+    def _apply_writes(self, offset: int, producer_id: str, first_seq: int, writes: list[Any],
+                      indices: range | list[int]) -> int:
+        """Apply ``writes[i]`` for each index; invalid ones become dead letters."""
         data = self.data
         dirty = self.dirty
         applied = 0
-        for index in range(start, len(writes)):
+        for index in indices:
             write = writes[index]
             try:
                 if type(write) is not list or not 3 <= len(write) <= 4:
@@ -240,10 +309,6 @@ class PartitionStore:
                 continue
             dirty[key] = offset
             applied += 1
-        self.watermarks[producer_id] = last_seq
-        self.wm_dirty[producer_id] = offset
-        self.applied_writes += applied
-        self.pending_writes += len(writes)
         return applied
 
     def _sweep(self, offset: int) -> None:
@@ -255,6 +320,7 @@ class PartitionStore:
         if gone:
             for pid in gone:
                 self.wm_dirty[pid] = offset
+            self.gaps.forget(gone)  # the flush drops their gaps with their watermarks
             # Rebuilt rather than deleted from: a dict does not shrink as keys go.
             dropped = set(gone)
             self.watermarks = {pid: seq for pid, seq in self.watermarks.items()
@@ -356,8 +422,10 @@ class PartitionStore:
             dead=self.dead,
             expired=[pid for pid in self.wm_dirty if pid not in marks],
             horizon=self.horizon,
+            gaps={pid: self.gaps.of(pid) for pid in self.gaps_dirty},
         )
         self.wm_dirty = {}
+        self.gaps_dirty = {}
         self.dirty = {}
         self.dead = []
         self.pending_writes = 0
@@ -371,6 +439,8 @@ class PartitionStore:
             self.dirty.setdefault(key, batch.offset)
         for pid in [*batch.watermarks, *batch.expired]:
             self.wm_dirty.setdefault(pid, batch.offset)
+        for pid in batch.gaps:
+            self.gaps_dirty.setdefault(pid, batch.offset)
         self.dead[:0] = batch.dead
 
     def prune(self, flushed_offset: int) -> None:
@@ -381,6 +451,7 @@ class PartitionStore:
         """
         self.dirty = {k: o for k, o in self.dirty.items() if o > flushed_offset}
         self.wm_dirty = {k: o for k, o in self.wm_dirty.items() if o > flushed_offset}
+        self.gaps_dirty = {k: o for k, o in self.gaps_dirty.items() if o > flushed_offset}
         self.dead = [d for d in self.dead if d.offset > flushed_offset]
         self.pending_writes = 0
 
@@ -401,8 +472,10 @@ class FlushBatch:
     dead: list[DeadLetter]
     expired: list[str] = field(default_factory=list)  # producer ids whose watermark goes
     horizon: int = 0  # see PartitionStore.horizon
+    # Producer id → its missing seq ranges, for those whose gaps changed ([]: none left).
+    gaps: dict[str, list[list[int]]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
         return not (self.changed or self.deleted or self.dead or self.watermarks
-                    or self.expired)
+                    or self.expired or self.gaps)

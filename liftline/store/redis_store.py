@@ -1,9 +1,10 @@
 """The durable copy of every partition in Redis: flush, load, fencing.
 
 A flush writes a partition's changed keys, its stream offset, its producer
-watermarks and its dead letters in one Lua script, so Redis always holds a
-state that equals the fold of the stream up to the stored offset. The script
-refuses a flush whose epoch is older than the partition's (fencing).
+watermarks, the gaps in their sequences and its dead letters in one Lua script,
+so Redis always holds a state that equals the fold of the stream up to the
+stored offset. The script refuses a flush whose epoch is older than the
+partition's (fencing).
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from liftline.store.keys import Keys
 from liftline.store.memory import Entry, FlushBatch, pack_entry
 
 # ARGV: epoch, offset, n_changed, n_deleted, n_watermarks, n_dead, now, n_expired,
-#       horizon, then key/value pairs, deleted keys, producer/seq pairs, expired
-#       producer ids, dead-letter payloads. Watermarks are the changed ones only.
+#       horizon, n_gaps, then key/value pairs, deleted keys, producer/seq pairs, expired
+#       producer ids, dead-letter payloads, producer/gap-ranges pairs (an empty value
+#       deletes). Watermarks and gaps are the changed ones only.
 _FLUSH_LUA = """
 local current = tonumber(redis.call('HGET', KEYS[2], 'epoch') or '0')
 local epoch = tonumber(ARGV[1])
@@ -36,6 +38,7 @@ if current > epoch then
 end
 local nset, ndel = tonumber(ARGV[3]), tonumber(ARGV[4])
 local nwm, ndead, nexp = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[8])
+local ngaps = tonumber(ARGV[10])
 -- Runs cmd on key over count arguments from ARGV[first], step at a time (unpack
 -- has a limit); returns the index after them.
 local function in_steps(cmd, key, first, count, step)
@@ -47,9 +50,10 @@ local function in_steps(cmd, key, first, count, step)
   end
   return last + 1
 end
-local i = in_steps('HSET', KEYS[1], 10, 2 * nset, 1000)
+local i = in_steps('HSET', KEYS[1], 11, 2 * nset, 1000)
 i = in_steps('HDEL', KEYS[1], i, ndel, 500)
 i = in_steps('HSET', KEYS[3], i, 2 * nwm, 1000)
+in_steps('HDEL', KEYS[5], i, nexp, 500)  -- an expired producer's gaps go with it
 i = in_steps('HDEL', KEYS[3], i, nexp, 500)
 -- Redis does not shrink a hash's table as fields go: a watermark hash left with
 -- fewer entries than just expired is written anew, small, so its memory returns.
@@ -63,6 +67,14 @@ if nexp > 0 then
 end
 for j = i, i + ndead - 1 do
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', '100000', '*', 'r', ARGV[j])
+end
+i = i + ndead
+for j = i, i + 2 * ngaps - 1, 2 do
+  if ARGV[j + 1] == '' then
+    redis.call('HDEL', KEYS[5], ARGV[j])
+  else
+    redis.call('HSET', KEYS[5], ARGV[j], ARGV[j + 1])
+  end
 end
 redis.call('HSET', KEYS[2], 'offset', ARGV[2], 'flushed_at', ARGV[7], 'epoch', epoch,
            'horizon', ARGV[9])
@@ -281,8 +293,10 @@ class RedisStore:
         return {k.decode(): v.decode() for k, v in raw.items()}
 
     # -- snapshot ----------------------------------------------------------
-    def load(self, partition: int) -> tuple[dict[str, Entry], int, dict[str, int]]:
-        """(data, flushed offset, watermarks) of a partition; offset -1 if never flushed.
+    def load(self, partition: int
+             ) -> tuple[dict[str, Entry], int, dict[str, int], dict[str, list[list[int]]]]:
+        """(data, flushed offset, watermarks, gaps) of a partition; offset -1 if never
+        flushed.
 
         The entries stay packed as Redis holds them (see :mod:`liftline.store.memory`):
         a key is decoded when a write or a read first needs it.
@@ -294,12 +308,26 @@ class RedisStore:
             pipe.hgetall(self.keys.data(partition))
             pipe.hget(self.keys.state(partition), "offset")
             pipe.hgetall(self.keys.watermarks(partition))
-            raw_data, offset, wms = pipe.execute()
+            pipe.hgetall(self.keys.gaps(partition))
+            raw_data, offset, wms, raw_gaps = pipe.execute()
         except redis.RedisError as exc:
             raise store_error(exc) from exc
         data: dict[str, Entry] = {k.decode(): v for k, v in raw_data.items()}
         watermarks = {k.decode(): int(v) for k, v in wms.items()}
-        return data, (-1 if offset is None else int(offset)), watermarks
+        gaps = {k.decode(): codec.unpack(v) for k, v in raw_gaps.items()}
+        return data, (-1 if offset is None else int(offset)), watermarks, gaps
+
+    def gaps(self, partitions: list[int]) -> dict[int, dict[str, list[list[int]]]]:
+        """Per partition, the flushed gaps: producer id → its missing seq ranges."""
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for p in partitions:
+                pipe.hgetall(self.keys.gaps(p))
+            raw = pipe.execute()
+        except redis.RedisError as exc:
+            raise store_error(exc) from exc
+        return {p: {k.decode(): codec.unpack(v) for k, v in got.items()}
+                for p, got in zip(partitions, raw, strict=True) if got}
 
     def read(self, key: str, partition: int) -> tuple[Any, int] | None:
         """The flushed value and version of ``key``, or None."""
@@ -322,7 +350,7 @@ class RedisStore:
         args: list[Any] = [
             epoch, batch.offset, len(batch.changed), len(batch.deleted),
             len(batch.watermarks), len(batch.dead), f"{time.time():.3f}",
-            len(batch.expired), batch.horizon,
+            len(batch.expired), batch.horizon, len(batch.gaps),
         ]
         for key, entry in batch.changed:
             args.append(key)
@@ -334,8 +362,12 @@ class RedisStore:
         args.extend(batch.expired)
         for letter in batch.dead:
             args.append(msgpack.packb(letter.to_dict(), use_bin_type=True))
+        for producer, ranges in batch.gaps.items():
+            args.append(producer)
+            args.append(msgpack.packb(ranges) if ranges else b"")
         p = batch.partition
-        keys = [self.keys.data(p), self.keys.state(p), self.keys.watermarks(p), self.keys.dead(p)]
+        keys = [self.keys.data(p), self.keys.state(p), self.keys.watermarks(p), self.keys.dead(p),
+                self.keys.gaps(p)]
         try:
             ok, current = self._flush(keys=keys, args=args)
             if ok:

@@ -45,7 +45,8 @@ class DurableStore(Protocol):
     def claim(self, partition: int, owner: str) -> tuple[int, int]: ...
     def epochs(self, partitions: list[int]) -> dict[int, int]: ...
     def flushed_offsets(self, partitions: list[int]) -> dict[int, int]: ...
-    def load(self, partition: int) -> tuple[dict[str, Entry], int, dict[str, int]]: ...
+    def load(self, partition: int) -> tuple[dict[str, Entry], int, dict[str, int],
+                                            dict[str, list[list[int]]]]: ...
     def flush(self, batch: FlushBatch, epoch: int) -> None: ...
 
 
@@ -146,12 +147,12 @@ class Ownership:
         durable = self.host.store
         epoch, claimed_offset = durable.claim(partition, self.host.member_id) \
             if role == PRIMARY else (0, -1)
-        data, offset, watermarks = durable.load(partition)
+        data, offset, watermarks, gaps = durable.load(partition)
         # The worker checked at start that the cluster keeps this same window.
         store = PartitionStore(partition, reducers=self.reducers,
                                append_cap=self.settings.append_cap,
                                producer_id_ttl_s=self.settings.producer_id_ttl_s)
-        store.load(data, offset, watermarks)
+        store.load(data, offset, watermarks, gaps)
         self.owned[partition] = Owned(store, role, epoch, offset, max(offset, claimed_offset))
         # A loaded snapshot is long-lived: keep the collector from rescanning it.
         gc.freeze()
@@ -250,6 +251,9 @@ class Ownership:
                 "keys": len(o.store.data),
                 "epoch": o.epoch,
                 "writes": o.store.applied_writes,
+                # Writes missing from the stream (open gaps) and gaps seen since taken.
+                "missing": o.store.missing,
+                "gaps": o.store.gaps_opened,
             }
             for p, o in self.owned.items()
         }

@@ -30,7 +30,7 @@ from liftline.cluster import bootstrap
 from liftline.cluster.registry import Membership, live_members, owners_of
 from liftline.errors import BrokerError, InvalidMessage, StoreUnavailable
 from liftline.queue import topology
-from liftline.queue.connection import close_without_cancel, connect_blocking
+from liftline.queue.connection import Nodes, close_without_cancel, connect_blocking
 from liftline.settings import Settings
 from liftline.store.memory import PartitionStore
 from liftline.store.redis_store import RedisStore, connect
@@ -40,6 +40,12 @@ from liftline.workers.rpc import ReadServer
 log = logging.getLogger(__name__)
 
 
+# A consumer channel the broker closed is opened again after this long; after this
+# many closes in a row the worker reconnects, to another node of the list.
+_REVIVE_AFTER_S = 0.5
+_REVIVE_LIMIT = 10
+
+
 @dataclass
 class Consumer:
     """A partition's stream consumer: its channel and the delivery tags to ack."""
@@ -47,6 +53,10 @@ class Consumer:
     channel: Any
     last_tag: int = 0
     acked_tag: int = 0
+    # Closes of this partition's consumer channels in a row (reset by a delivery),
+    # and when a closed one is to be opened again.
+    failures: int = 0
+    revive_at: float = 0.0
 
 
 class Worker:
@@ -62,6 +72,8 @@ class Worker:
         self.consumers: dict[int, Consumer] = {}
         self._stopping = False
         self._connection: pika.BlockingConnection | None = None
+        # Kept across reconnects: after losing a node the worker tries the next one.
+        self._nodes = Nodes(settings)
         self._redis = connect(settings.redis_url)
         self.store = RedisStore(self._redis, settings.cluster,
                                 wait_replicas=settings.wait_replicas,
@@ -127,7 +139,8 @@ class Worker:
         return 0
 
     def _serve(self) -> None:
-        conn = connect_blocking(self.settings, name=f"liftline-worker-{self.member_id}")
+        conn = connect_blocking(self.settings, name=f"liftline-worker-{self.member_id}",
+                                nodes=self._nodes)
         self._connection = conn
         bootstrap.declare(conn.channel(), self.settings)
         self.reads.attach(conn.channel(), self.names.rpc_queue(self.member_id))
@@ -141,6 +154,7 @@ class Worker:
             conn.process_data_events(time_limit=0.01)
             self._ack()
             now = time.monotonic()
+            self._revive_consumers(now)
             if now >= next_flush or \
                     self.ownership.pending_writes() >= self.settings.flush_max_writes:
                 self.ownership.flush_all()
@@ -170,15 +184,18 @@ class Worker:
         cancelling it would make pika reject the prefetched messages, which a
         stream refuses by closing the connection.
         """
+        previous = self.consumers.get(partition)
+        failures = previous.failures if previous is not None else 0
         self.stop_consuming(partition)
         if self._connection is None or not self._connection.is_open:
             return
         channel = self._connection.channel()
         channel.basic_qos(prefetch_count=self.settings.prefetch)
-        consumer = Consumer(channel)
+        consumer = Consumer(channel, failures=failures)
 
         def on_batch(ch: Any, method: Any, props: Any, body: bytes) -> None:
             consumer.last_tag = method.delivery_tag
+            consumer.failures = 0
             self._apply(partition, store, props, body)
 
         channel.basic_consume(
@@ -186,6 +203,32 @@ class Worker:
             arguments={"x-stream-offset": store.applied_offset + 1},
         )
         self.consumers[partition] = consumer
+
+    def _revive_consumers(self, now: float) -> None:
+        """Consume again the partitions whose consumer channel the broker closed.
+
+        A stream member that restarts, or a leader change, can end a consumer
+        ("does not have a replica on the local node" for a few seconds after a
+        node comes back); after _REVIVE_LIMIT closes in a row the worker moves to
+        another node (BrokerError: the run loop reconnects).
+        """
+        for partition, consumer in list(self.consumers.items()):
+            if consumer.channel.is_open:
+                continue
+            held = self.owned.get(partition)
+            if held is None:
+                self.consumers.pop(partition, None)
+                continue
+            if not consumer.revive_at:
+                consumer.failures += 1
+                consumer.revive_at = now + _REVIVE_AFTER_S
+                log.warning("partition %d: the broker closed its stream consumer (%s)", partition,
+                            getattr(consumer.channel, "_closing_reason", None))
+                if consumer.failures > _REVIVE_LIMIT:
+                    raise BrokerError(f"partition {partition}: its stream consumer was closed "
+                                      f"{consumer.failures - 1} times in a row")
+            elif now >= consumer.revive_at:
+                self.consume(partition, held.store)  # the new consumer keeps the count
 
     def stop_consuming(self, partition: int) -> None:
         """Stop the partition's consumer, if it has one; what was in flight is dropped."""

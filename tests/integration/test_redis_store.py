@@ -32,8 +32,9 @@ def test_flush_from_an_older_epoch_is_refused_and_writes_nothing(redis_client, c
     late.apply_batch(1, "prod", 2, [["set", "a", 99], ["set", "b", 2]])
     with pytest.raises(Fenced):
         rs.flush(late.take_flush(), old_epoch)
-    data, offset, watermarks = rs.load(0)
+    data, offset, watermarks, gaps = rs.load(0)
     assert decoded(data) == {"a": [1, 1]} and offset == 0 and watermarks == {"prod": 1}
+    assert gaps == {}
     # The successor's flush goes through.
     rs.flush(_store_with([["set", "a", 5]], 1).take_flush(), new_epoch)
     assert decoded(rs.load(0)[0])["a"] == [5, 1]
@@ -48,7 +49,7 @@ def test_flush_writes_keys_deletes_watermarks_and_dead_letters_together(redis_cl
     store.apply_batch(0, "p", 1, writes)
     store.apply_batch(1, "p", 3002, [["delete", "k2", None]])
     rs.flush(store.take_flush(), epoch)
-    data, offset, watermarks = rs.load(3)
+    data, offset, watermarks, _ = rs.load(3)
     assert offset == 1 and watermarks == {"p": 3002}
     assert len(data) == 2999 and "k2" not in data and decoded(data)["k1"] == [1, 1]
     letters = rs.dead_letters(4)
@@ -77,3 +78,24 @@ def test_a_claim_or_flush_no_replica_holds_is_not_counted(redis_client, cluster_
     # What the worker does then: the changes go back and are flushed again later.
     store.restore_unflushed(batch)
     assert decoded(dict(store.take_flush().changed)) == {"a": [1, 1]}
+
+
+def test_gaps_flush_with_their_partition_load_back_and_clear_when_filled(redis_client,
+                                                                        cluster_name):
+    rs = RedisStore(redis_client, cluster_name)
+    epoch, _ = rs.claim(1, "me")
+    store = PartitionStore(1)
+    store.apply_batch(0, "prod", 1, [["incr", "n", 1]])
+    store.apply_batch(1, "prod", 5, [["incr", "n", 1]])  # seqs 2-4 missing
+    store.apply_batch(2, "other", 3, [["incr", "n", 1]])  # a new producer past seq 1
+    rs.flush(store.take_flush(), epoch)
+    assert rs.gaps([0, 1]) == {1: {"prod": [[2, 4]], "other": [[1, 2]]}}
+    letters = [r for r in rs.dead_letters(2) if r["op"] == "gap"]
+    assert sorted((r["producer_id"], r["seq"]) for r in letters) == [("other", 1), ("prod", 2)]
+    replica = PartitionStore(1)
+    replica.load(*rs.load(1))
+    assert replica.missing == 5
+    replica.apply_batch(3, "prod", 2, [["incr", "n", 1]] * 3)  # the late copy
+    assert replica.get("n") == (6, 6)
+    rs.flush(replica.take_flush(), epoch)
+    assert rs.gaps([1]) == {1: {"other": [[1, 2]]}}

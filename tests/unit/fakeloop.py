@@ -110,6 +110,17 @@ class StubChannel:
         self._loop.published.append(record)
         self._loop.events.append(("publish", self.connection.number, record.tag))
 
+    def close(self) -> None:
+        """The client closes the channel; its close callbacks run on the next turn
+        (pika waits for CloseOk), and no confirm of it arrives any more."""
+        if not self.is_open:
+            raise pika.exceptions.ChannelWrongStateError("Channel is closed.")
+        self._loop.events.append(("close_channel", self.connection.number,
+                                  self.connection.channels.index(self) + 1))
+        self.is_open = False
+        reason = pika.exceptions.ChannelClosedByClient(200, "Normal shutdown")
+        self._loop.soon(lambda: [cb(self, reason) for cb in list(self._on_close)])
+
     # -- the broker's side ----------------------------------------------------
     @property
     def unanswered(self) -> list[int]:
@@ -304,6 +315,7 @@ class FakeLoop(LoopDriver):
                 on_close: Callable[..., None]) -> StubConnection:
         conn = StubConnection(self, len(self.connections) + 1, on_open=on_open,
                               on_open_error=on_open_error, on_close=on_close)
+        conn.node = f"{params.host}:{params.port}"
         self.connections.append(conn)
         if self.auto_open:
             def answer() -> None:

@@ -27,6 +27,7 @@ class FakeDurable:
         self.data: dict[int, dict[str, list[Any]]] = defaultdict(dict)
         self.offset: dict[int, int] = {}
         self.watermarks: dict[int, dict[str, int]] = defaultdict(dict)
+        self.gaps: dict[int, dict[str, list[list[int]]]] = defaultdict(dict)
         self.epoch: dict[int, int] = defaultdict(int)
         self.owner: dict[int, str] = {}
         self.accepted: list[tuple[int, int, int]] = []  # (partition, offset, epoch) per flush
@@ -54,10 +55,11 @@ class FakeDurable:
         self._reach()
         return {p: self.offset.get(p, -1) for p in partitions}
 
-    def load(self, partition: int) -> tuple[dict[str, list[Any]], int, dict[str, int]]:
+    def load(self, partition: int) -> tuple[dict[str, list[Any]], int, dict[str, int],
+                                            dict[str, list[list[int]]]]:
         self._reach()
         return (copy.deepcopy(self.data[partition]), self.offset.get(partition, -1),
-                dict(self.watermarks[partition]))
+                dict(self.watermarks[partition]), copy.deepcopy(self.gaps[partition]))
 
     def flush(self, batch: FlushBatch, epoch: int) -> None:
         self._reach()
@@ -70,6 +72,11 @@ class FakeDurable:
         for key in batch.deleted:
             self.data[p].pop(key, None)
         self.watermarks[p].update(batch.watermarks)
+        for producer, ranges in batch.gaps.items():
+            if ranges:
+                self.gaps[p][producer] = copy.deepcopy(ranges)
+            else:
+                self.gaps[p].pop(producer, None)
         self.offset[p] = batch.offset
         self.epoch[p] = epoch
         self.accepted.append((p, batch.offset, epoch))

@@ -46,7 +46,7 @@ def test_tail_counts_writes_after_an_offset_and_trims() -> None:
 
 def test_metrics_text_has_the_backlog_and_worker_gauges() -> None:
     backlog = Backlog(streams={0: 120, 1: 0}, entries={0: 2, 1: 0},
-                      jobs={"liftline.c.jobs": 7}, jobs_unacked=3)
+                      jobs={"liftline.c.jobs": 7}, jobs_unacked=3, missing={1: 39})
     decision = Policy(PolicyConfig(target=100)).decide(0.0, 1, backlog.stream_total,
                                                        backlog.job_total)
     text = render("c", backlog, decision, Counter({"up": 1}))
@@ -55,6 +55,9 @@ def test_metrics_text_has_the_backlog_and_worker_gauges() -> None:
     assert 'liftline_backlog{cluster="c",kind="jobs",queue="liftline.c.jobs"} 7' in lines
     assert 'liftline_backlog{cluster="c",kind="jobs_unacked",queue="all"} 3' in lines
     assert 'liftline_workers_desired{cluster="c"} 2' in lines
+    # Writes missing from a stream (gaps in a producer's sequence), 0 where there are none.
+    assert 'liftline_missing_writes{cluster="c",partition="0"} 0' in lines
+    assert 'liftline_missing_writes{cluster="c",partition="1"} 39' in lines
     assert 'liftline_workers_current{cluster="c"} 1' in lines
     assert "# TYPE liftline_backlog gauge" in lines
     for line in lines:  # every sample line is `name{labels} number`

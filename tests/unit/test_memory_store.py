@@ -232,6 +232,7 @@ def test_invalid_writes_become_dead_letters_and_the_rest_applies(store: Partitio
         ["set", 5, 1],  # 9 key not a str
         ["set", "z", 26],  # 10 ok
     ]
+    store.watermarks["prod"] = 99  # the batch follows the producer's earlier ones
     assert store.apply_batch(7, "prod", 100, writes) == 2
     assert values(store) == {"a": 1, "z": 26}
     assert [d.index for d in store.dead] == [1, 2, 3, 4, 5, 6, 7, 8, 9]

@@ -5,10 +5,13 @@ multiple), returns, lost connections, channels closed by the broker, a broker
 that refuses connections, resource alarms, failing publishes and the passing
 of time. After every step it checks that no batch was settled twice, that a
 success comes only from an ack of the batch's latest publish that was not
-returned, that a nack or return fails exactly its batches, that nothing expires
-early or says "not stored" after it was sent, and that no connection carries a
-batch twice or a partition's batches out of order. At the end the broker comes
-back and answers everything: every batch must then be settled.
+returned and came after every earlier publish of its channel was answered (an
+ack that overtakes an unanswered publish is not believed: RabbitMQ 3.10 confirms
+publishes it did not store after one it lost), that a nack is retried on a fresh
+channel and fails its batch only at the nack limit, that a return fails exactly
+its batch, that nothing expires early or says "not stored" after it was sent, and
+that no channel carries a batch twice or a partition's batches out of order. At the
+end the broker comes back and answers everything: every batch must then be settled.
 """
 
 from __future__ import annotations
@@ -21,11 +24,11 @@ from fakeloop import FakeLoop, Published, RecordedBatch, Source, outcome, use_lo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liftline.queue.publisher import ConfirmingPublisher
+from liftline.queue.publisher import NACK_LIMIT, ConfirmingPublisher
 from liftline.settings import Settings
 
 TIMEOUT_S = 5.0
-NACKED = "PublishFailed: RabbitMQ nacked the batch; it was not stored"
+NACKED = f"PublishFailed: RabbitMQ nacked the batch {NACK_LIMIT} times; it was not stored"
 EXPIRED = f"PublishFailed: not confirmed within {TIMEOUT_S}s; "
 MAYBE_STORED = EXPIRED + "the write may or may not have been stored"
 NOT_STORED = EXPIRED + "the broker was unreachable or blocked; the write was not stored"
@@ -44,6 +47,8 @@ class Run:
             self.source, self.source.give_up, driver=loop, max_inflight=4,
             hold_while_blocked=hold_while_blocked)
         self.by_id: dict[str, RecordedBatch] = {}
+        self.nacks: dict[str, int] = {}  # message id -> nacks it got
+        self.nacked_tags: dict[int, set[int]] = {}  # id(channel) -> its nacked tags
         self.publisher.start()
         loop.run_ready()
 
@@ -65,12 +70,27 @@ class Run:
             index, multiple = args
             tags = channel.unanswered
             tag = tags[index % len(tags)]
-            for t in ([t for t in tags if t <= tag] if multiple else [tag]):
+            covered = [t for t in tags if t <= tag] if multiple else [tag]
+            nacked = self.nacked_tags.setdefault(id(channel), set())
+            if kind == "nack":
+                nacked.update(covered)
+            answered = channel.confirmed | set(covered)
+            # Believed: the acks with every earlier publish of the channel answered,
+            # up to the first nack.
+            for t in range(1, len(channel.published) + 1):
+                if t not in answered or t in nacked:
+                    break
                 batch = self.batch_of(channel.published[t - 1])
                 if not batch.done:
-                    expected[id(batch)] = (
-                        NACKED if kind == "nack" else
-                        unroutable(batch.partition) if t in channel.returned else "ok")
+                    expected[id(batch)] = (unroutable(batch.partition) if t in channel.returned
+                                           else "ok")
+            for t in covered if kind == "nack" else []:
+                batch = self.batch_of(channel.published[t - 1])
+                if batch.done:
+                    continue
+                self.nacks[batch.message_id] = self.nacks.get(batch.message_id, 0) + 1
+                expected[id(batch)] = NACKED if self.nacks[batch.message_id] >= NACK_LIMIT \
+                    else "pending"
             (channel.ack if kind == "ack" else channel.nack)(tag, multiple)
         elif kind == "return" and usable:
             open_tags = [t for t in channel.unanswered if t not in channel.returned]
@@ -112,11 +132,10 @@ class Run:
         for published in new:
             assert before.get(id(self.batch_of(published)), "pending") == "pending", \
                 f"{published.message_id} published after it was settled"
-        for conn in self.loop.connections:
-            channels = conn.channels
-            published = [p for c in channels for p in c.published]
+        for channel in [c for conn in self.loop.connections for c in conn.channels]:
+            published = channel.published
             ids = [p.message_id for p in published]
-            assert len(ids) == len(set(ids)), f"connection {conn.number} carried a batch twice"
+            assert len(ids) == len(set(ids)), "a channel carried a batch twice"
             for partition in {self.batch_of(p).partition for p in published}:
                 seqs = [self.batch_of(p).first_seq for p in published
                         if self.batch_of(p).partition == partition]

@@ -13,6 +13,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from liftline import codec
 from liftline.errors import BrokerError, InvalidWrite, NoOwner, Timeout
 from liftline.partitioning import partition_for
 from liftline.reads.base import NotApplied
@@ -371,6 +372,15 @@ def test_status_persisted_applied_queued(cluster: Cluster, core: ReadCore) -> No
     done = do(cluster, core.status(ticket))
     assert (done.status, done.persisted_seq) == ("persisted", 5)
     assert cluster.requests() == []  # Redis answered; the owner was not asked
+
+
+def test_a_ticket_in_a_gap_of_its_producer_is_not_persisted(cluster: Cluster,
+                                                           core: ReadCore) -> None:
+    # Seqs 3-4 never reached the stream (refused, or lost): the watermark passed them.
+    cluster.hashes[KEYS.watermarks(2)] = {"prod": b"5"}
+    cluster.hashes[KEYS.gaps(2)] = {"prod": codec.pack([[3, 4]])}
+    assert do(cluster, core.status(Ticket(2, "prod", 4))).status == "queued"
+    assert do(cluster, core.status(Ticket(2, "prod", 5))).status == "persisted"
 
 
 def test_status_asks_without_waiting_and_an_owner_that_times_out_is_queued(

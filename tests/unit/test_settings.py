@@ -240,3 +240,47 @@ def test_settings_compare_and_hash_by_value() -> None:
     b: Any = Settings(partitions=8)
     assert a == b
     assert hash(a) == hash(b)
+
+
+# -- RabbitMQ node lists --------------------------------------------------------------
+
+NODES = "amqp://u:pw@10.0.0.1:5672/%2F, amqp://u:pw@10.0.0.2:5672/%2F,amqps://u:pw@mq3:5671/v"
+
+
+def test_amqp_url_takes_every_node_of_a_cluster_comma_separated() -> None:
+    settings = Settings.from_env({"LIFTLINE_AMQP_URL": NODES})
+    assert settings.amqp_nodes == ["amqp://u:pw@10.0.0.1:5672/%2F", "amqp://u:pw@10.0.0.2:5672/%2F",
+                                   "amqps://u:pw@mq3:5671/v"]
+    assert settings.resolved_stream_replicas() == 3
+    assert Settings().amqp_nodes == [DEFAULT_AMQP_URL]
+    assert Settings().resolved_stream_replicas() == 1
+    assert Settings(amqp_url=NODES, stream_replicas=2).resolved_stream_replicas() == 2
+    five = ",".join(f"amqp://h{i}:5672/" for i in range(5))
+    assert Settings(amqp_url=five).resolved_stream_replicas() == 3  # min(3, nodes)
+
+
+def test_every_node_url_is_checked_and_its_password_masked() -> None:
+    with pytest.raises(ConfigError, match="amqp_url") as info:
+        Settings(amqp_url="amqp://u:pw@a:5672/,http://u:hunter2@b:5672/")
+    assert "hunter2" not in str(info.value)
+    with pytest.raises(ConfigError, match="at least one"):
+        Settings(amqp_url=" , ")
+    assert mask_url(NODES) == ("amqp://u:***@10.0.0.1:5672/%2F,amqp://u:***@10.0.0.2:5672/%2F,"
+                               "amqps://u:***@mq3:5671/v")
+    assert "pw" not in json.dumps(Settings(amqp_url=NODES).masked())
+
+
+def test_management_urls_default_to_each_node_at_its_amqp_port_plus_10000() -> None:
+    assert Settings(amqp_url=NODES).management_urls == [
+        "http://u:pw@10.0.0.1:15672", "http://u:pw@10.0.0.2:15672", "https://u:pw@mq3:15671"]
+    assert Settings().management_urls == ["http://guest:guest@127.0.0.1:15673"]
+    assert Settings(amqp_url="amqp://h:57317/").management_urls == []  # no port to guess
+    given = Settings(amqp_url=NODES, management_url="http://a:1, http://b:2")
+    assert given.management_urls == ["http://a:1", "http://b:2"]
+
+
+@pytest.mark.parametrize(("name", "value"), [("stream_replicas", -1), ("stream_replicas", 10),
+                                             ("confirm_stall_s", 0), ("confirm_stall_s", 601)])
+def test_replica_count_and_stall_allowance_are_bounded(name: str, value: Any) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings(**{name: value})
