@@ -28,7 +28,7 @@ import pika
 from pika.spec import Basic
 
 from benchmarks.report import RESULTS_DIR
-from liftline.queue.management import get_json
+from liftline.queue.management import management_get
 from liftline.servers.cluster import LocalRabbitCluster
 
 KILL_AT, RESTART_AT, END_AT = 4.0, 10.0, 18.0
@@ -37,7 +37,7 @@ WINDOW = 1024
 
 def leaders(cluster: LocalRabbitCluster) -> dict[str, str]:
     for node in cluster.nodes:
-        got = get_json(node.management_url, "/api/queues?columns=name,node")
+        got = management_get(node.management_url, "/api/queues?columns=name,node")
         if isinstance(got, list):
             return {q["name"]: q["node"] for q in got}
     return {}

@@ -9,7 +9,7 @@ from typing import Any
 
 from helpers import wait_until
 
-from liftline.queue.management import cluster_view, get_json
+from liftline.queue.management import cluster_view, management_get
 from liftline.queue.topology import Names
 from liftline.servers import Endpoints
 from liftline.servers.cluster import LocalRabbitCluster
@@ -60,7 +60,7 @@ def connection_nodes(cluster: LocalRabbitCluster, prefix: str) -> dict[str, str]
     for node in cluster.nodes:
         if node.pid is None:
             continue
-        got = get_json(node.management_url, "/api/connections?columns=node,client_properties")
+        got = management_get(node.management_url, "/api/connections?columns=node,client_properties")
         if isinstance(got, list):
             out = {}
             for c in got:
