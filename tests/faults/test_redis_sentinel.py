@@ -1,8 +1,8 @@
 """Redis with Sentinel: the primary SIGKILLed under load, nothing acknowledged lost.
 
-A Redis primary, two replicas and three Sentinels of the test's own
-(the ``sentinel_set`` fixture: liftline.servers.sentinel), the session's RabbitMQ, two workers at R=2 on a
-``redis+sentinel://`` URL, and a producer writing counters. The primary is
+A Redis primary, two replicas and three Sentinels of the test's own (the
+``sentinel_set`` fixture: liftline.servers.sentinel), the session's RabbitMQ,
+two workers at R=2 on a ``redis+sentinel://`` URL, and a producer writing counters. The primary is
 SIGKILLed once flushes are flowing; Sentinel promotes a replica, the workers
 find it and flush again (each claim and flush counts only once WAIT says a
 replica holds it), and in the end every counter in Redis equals what was
