@@ -76,6 +76,10 @@ def up(settings: Settings, workers: int, replicas: int | None, app_spec: str | N
     try:
         stack.start()
         stack.run_forever()
+    except KeyboardInterrupt:
+        # Ctrl-C before run_forever took SIGINT over (while starting, or right after
+        # "liftline ready"): the same clean stop, not click's "Aborted!" and exit 1.
+        pass
     finally:
         click.echo("stopping…")
         stack.stop()
