@@ -29,10 +29,15 @@ if TYPE_CHECKING:
     from liftline.ingest.process import IngestProcess
     from liftline.servers.cluster import LocalRabbitCluster
     from liftline.servers.local import LocalRabbitMQ, LocalRedis
+    from liftline.servers.redis_cluster import LocalRedisCluster
+    from liftline.servers.sentinel import LocalSentinelSet
 
 log = logging.getLogger(__name__)
 
 Say = Callable[[str], None]
+# What ``liftline up`` starts for Redis: one server, a primary with a replica and three
+# Sentinels (a ``redis+sentinel://`` URL), or a 3-master Redis Cluster (``redis+cluster://``).
+REDIS_KINDS = ("single", "sentinel", "cluster")
 
 
 def _port(url: str, default: int) -> int:
@@ -45,7 +50,10 @@ class LocalStack:
     def __init__(self, settings: Settings, *, workers: int = 1, app: str | None = None,
                  reuse_amqp: bool = False, reuse_redis: bool = False, say: Say = print,
                  ingest_port: int | None = None,
-                 autoscale: tuple[int, int] | None = None, rabbitmq_nodes: int = 1) -> None:
+                 autoscale: tuple[int, int] | None = None, rabbitmq_nodes: int = 1,
+                 redis_kind: str = "single") -> None:
+        if redis_kind not in REDIS_KINDS:
+            raise LiftlineError(f"unknown Redis kind {redis_kind!r}; one of {REDIS_KINDS}")
         self.settings = settings
         # More than 1: a RabbitMQ cluster of that many nodes (data in rabbitmq-cluster/).
         self.rabbitmq_nodes = rabbitmq_nodes
@@ -62,6 +70,9 @@ class LocalStack:
         self._lock_file: IO[str] | None = None
         self.rabbitmq: LocalRabbitMQ | None = None
         self.redis: LocalRedis | None = None
+        self.redis_kind = redis_kind
+        self.redis_sentinels: LocalSentinelSet | None = None
+        self.redis_cluster: LocalRedisCluster | None = None
         self.procs: list[subprocess.Popen[bytes]] = []
         self.ingest: IngestProcess | None = None
         self._stop = False
@@ -152,6 +163,10 @@ class LocalStack:
                 self.settings = s = s.replace(management_url=self.rabbitmq.management_url)
         if self.reuse_redis:
             self.say(f"redis: using {mask_url(s.redis_url)}")
+        elif self.redis_kind == "sentinel":
+            self._start_redis_sentinel()
+        elif self.redis_kind == "cluster":
+            self._start_redis_cluster()
         else:
             self.redis = LocalRedis(self.root / "redis", port=_port(s.redis_url, 6380))
             self.redis.start()
@@ -183,6 +198,48 @@ class LocalStack:
                  f"(pids {pids}; management http://127.0.0.1:{ports[0][1]})")
         # The local nodes' own guest login: printed whole, so that it can be pasted.
         self.say(f"  export LIFTLINE_AMQP_URL={self.settings.amqp_url}")
+
+    def _redis_ports(self, count: int, offset: int = 0) -> list[int]:
+        """``count`` ports from the Redis URL's port (6380 by default) + ``offset`` up,
+        each free one taken where that runs past 65535."""
+        from liftline.servers.base import free_ports
+
+        base = _port(self.settings.redis_url, 6380) + offset
+        spare = free_ports(count)
+        return [base + i if base + i < 65536 else spare[i] for i in range(count)]
+
+    def _start_redis_sentinel(self) -> None:
+        """A primary and a replica (6380, 6381) and 3 Sentinels (26380-26382), data in
+        redis-sentinel/; every child gets the Sentinel URL."""
+        from liftline.servers.sentinel import LocalSentinelSet
+
+        self.redis_sentinels = group = LocalSentinelSet(
+            self.root / "redis-sentinel", redis_ports=self._redis_ports(2),
+            sentinel_ports=self._redis_ports(3, offset=20000))
+        began = time.monotonic()
+        group.start()
+        self.settings = self.settings.replace(redis_url=group.url)
+        primary = group.primary_port()
+        replicas = [p for p in group.redis_ports if p != primary]
+        pids = ", ".join(str(pid) for pid in group.running_pids())
+        self.say(f"redis sentinel ready in {time.monotonic() - began:.0f}s: primary "
+                 f"127.0.0.1:{primary}, replica {', '.join(f'127.0.0.1:{p}' for p in replicas)}"
+                 f", sentinels {', '.join(str(p) for p in group.sentinel_ports)} (pids {pids})")
+        self.say(f"  export LIFTLINE_REDIS_URL={group.url}")
+
+    def _start_redis_cluster(self) -> None:
+        """A Redis Cluster of 3 masters (6380-6382, bus on +10000), data in redis-cluster/."""
+        from liftline.servers.redis_cluster import LocalRedisCluster
+
+        self.redis_cluster = group = LocalRedisCluster(self.root / "redis-cluster",
+                                                       ports=self._redis_ports(3))
+        began = time.monotonic()
+        group.start()
+        self.settings = self.settings.replace(redis_url=group.url)
+        pids = ", ".join(str(pid) for pid in group.running_pids())
+        self.say(f"redis cluster ready in {time.monotonic() - began:.0f}s: 3 masters on "
+                 f"{', '.join(str(p) for p in group.ports)} (pids {pids})")
+        self.say(f"  export LIFTLINE_REDIS_URL={group.url}")
 
     def _prepare_cluster(self) -> None:
         bootstrap.prepare(self.settings, name="liftline-up")
@@ -262,7 +319,8 @@ class LocalStack:
         if self.procs:
             self.say("workers stopped")
         errors: list[str] = []
-        servers = (("redis", self.redis), ("rabbitmq", self.rabbitmq),
+        servers = (("redis", self.redis), ("redis sentinel", self.redis_sentinels),
+                   ("redis cluster", self.redis_cluster), ("rabbitmq", self.rabbitmq),
                    ("rabbitmq cluster", self.rabbit_cluster))
         for name, server in servers:
             if server is None:

@@ -19,8 +19,16 @@ import redis
 from helpers import missing_local_binaries
 from http_ingest import Servers
 
-from liftline.servers import Endpoints, LocalServers, ServerProvider, provider_for_tests
+from liftline.servers import (
+    Endpoints,
+    LocalServers,
+    ServerProvider,
+    provider_for_tests,
+    redis_available,
+)
 from liftline.servers.cluster import LocalRabbitCluster
+from liftline.servers.redis_cluster import LocalRedisCluster
+from liftline.servers.sentinel import LocalSentinelSet
 
 TESTS_DIR = Path(__file__).resolve().parent
 # Tests under these directories get the marker of the same name.
@@ -140,6 +148,39 @@ def _all_running(cluster: LocalRabbitCluster) -> None:
         if node.pid is None:
             cluster.start_node(index)
     cluster.wait_running(len(cluster.nodes), 60)
+
+
+def _need_redis_server() -> None:
+    if not redis_available():
+        pytest.skip("needs the system's redis-server")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
+    """A 3-master Redis Cluster from the system binaries, started once per session (about
+    2 s), the same code as ``liftline up --redis-cluster``. Tests share it through their
+    own cluster names (every key carries it), and must not kill its nodes."""
+    _need_redis_server()
+    group = LocalRedisCluster(tmp_path_factory.mktemp("redis-cluster"), masters=3)
+    group.start()
+    try:
+        yield group
+    finally:
+        group.kill()
+
+
+@pytest.fixture
+def sentinel_set(tmp_path: Path) -> Iterator[LocalSentinelSet]:
+    """A Redis primary, 2 replicas and 3 Sentinels (down after 1 s) of this test's own,
+    the same code as ``liftline up --redis-sentinel``: per test, because a test that
+    uses it kills and restarts its servers."""
+    _need_redis_server()
+    group = LocalSentinelSet(tmp_path / "redis-sentinel", replicas=2, down_after_ms=1000)
+    group.start()
+    try:
+        yield group
+    finally:
+        group.stop(timeout_s=10.0)
 
 
 # -- pipeline fixtures -------------------------------------------------------

@@ -81,9 +81,9 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 class Up:
     """A running `liftline up` whose output lines are collected."""
 
-    def __init__(self, args: list[str], cwd: Path) -> None:
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "liftline", "up", *args], cwd=cwd, env=clean_env(),
+            [sys.executable, "-m", "liftline", "up", *args], cwd=cwd, env=env or clean_env(),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.lines: list[str] = []

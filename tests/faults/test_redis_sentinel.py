@@ -1,8 +1,8 @@
 """Redis with Sentinel: the primary SIGKILLed under load, nothing acknowledged lost.
 
-A Redis primary, two replicas and three Sentinels of the test's own
-(tests/sentinel_set.py), the session's RabbitMQ, two workers at R=2 on a
-``redis+sentinel://`` URL, and a producer writing counters. The primary is
+A Redis primary, two replicas and three Sentinels of the test's own (the
+``sentinel_set`` fixture: liftline.servers.sentinel), the session's RabbitMQ,
+two workers at R=2 on a ``redis+sentinel://`` URL, and a producer writing counters. The primary is
 SIGKILLed once flushes are flowing; Sentinel promotes a replica, the workers
 find it and flush again (each claim and flush counts only once WAIT says a
 replica holds it), and in the end every counter in Redis equals what was
@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from helpers import wait_until
 from pipeline import Workers, redis_state, wait_flushed
-from sentinel_set import SentinelSet
 
 from liftline import Producer
+from liftline.servers.sentinel import LocalSentinelSet
 from liftline.settings import Settings
 from liftline.store.keys import Keys
 from liftline.store.redis_store import connect
@@ -30,16 +30,6 @@ from liftline.tickets import Ticket
 
 WRITES = 120_000
 KEYS = 500
-
-
-@pytest.fixture
-def sentinels(tmp_path: Path) -> Any:
-    group = SentinelSet(tmp_path / "redis")
-    group.start()
-    try:
-        yield group
-    finally:
-        group.stop()
 
 
 def newest_flush(client: Any, settings: Settings) -> float:
@@ -52,9 +42,9 @@ def newest_flush(client: Any, settings: Settings) -> float:
 # subprocess reported still running at collection) not yet traced; the checks passed.
 @pytest.mark.slow
 def test_a_sentinel_failover_under_load_loses_no_acknowledged_write(
-        sentinels: SentinelSet, endpoints: Any, cluster_name: str, tmp_path: Path) -> None:
+        sentinel_set: LocalSentinelSet, endpoints: Any, cluster_name: str, tmp_path: Path) -> None:
     settings = Settings.from_env(
-        {}, amqp_url=endpoints.amqp_url, redis_url=sentinels.url, cluster=cluster_name,
+        {}, amqp_url=endpoints.amqp_url, redis_url=sentinel_set.url, cluster=cluster_name,
         partitions=4, flush_interval_ms=100, redis_wait_timeout_ms=500)
     assert settings.wait_replicas == 1
     client = connect(settings.redis_url, timeout_s=2)
@@ -86,10 +76,11 @@ def test_a_sentinel_failover_under_load_loses_no_acknowledged_write(
         writer = threading.Thread(target=load)
         writer.start()
         wait_until(lambda: newest_flush(client, settings) > 0, 30, message="a first flush")
-        old = sentinels.primary()
+        old = sentinel_set.primary_port()
+        assert old == sentinel_set.redis_ports[0]
         killed_at = time.time()
-        sentinels.kill(old)
-        new = wait_until(lambda: (p := sentinels.primary()) != old and p, 30,
+        sentinel_set.kill_server(old)
+        new = wait_until(lambda: (p := sentinel_set.primary_port()) != old and p, 30,
                          message="Sentinel promoting a replica")
         switched_s = time.time() - killed_at
         wait_until(lambda: newest_flush(client, settings) > killed_at + switched_s, 30,
@@ -103,8 +94,8 @@ def test_a_sentinel_failover_under_load_loses_no_acknowledged_write(
         wait_flushed(client, settings, tickets, timeout_s=90)
         assert redis_state(client, settings) == dict(confirmed)
         # The killed server returns as a replica of the new primary.
-        sentinels.start_redis(old, replica_of=new)
-        wait_until(lambda: sentinels.linked_replica(old), 60,
+        sentinel_set.start_server(old, replica_of=new)
+        wait_until(lambda: sentinel_set.linked_replica(old), 60,
                    message="the old primary back as a replica with its link up")
         print(f"\nSentinel failover: promoted after {switched_s:.2f} s, first flush on the "
               f"new primary {first_flush_s:.2f} s after the kill; {len(tickets):,} writes "

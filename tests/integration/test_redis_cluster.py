@@ -1,6 +1,7 @@
 """The store on a 3-master Redis Cluster: every script stays in one slot.
 
-A cluster of the test's own (tests/redis_cluster_set.py) and the session's
+The session's Redis Cluster (the ``redis_cluster`` fixture: liftline.servers.redis_cluster,
+as `liftline up --redis-cluster`) and the session's
 RabbitMQ: the partitions spread over the masters, a worker applies and flushes
 mixed writes that then read back from the owner and from Redis, and jobs run to
 ``succeeded`` with their records and counters on the cluster.
@@ -14,28 +15,18 @@ from typing import Any
 
 import pytest
 from pipeline import Model, Workers, memory_state, mixed_load, redis_state, wait_flushed
-from redis_cluster_set import RedisClusterSet
 
 from liftline import Producer
 from liftline.jobs.client import JobClient
 from liftline.reads.redis_reader import RedisReader
+from liftline.servers.redis_cluster import LocalRedisCluster
 from liftline.settings import Settings
 from liftline.store.keys import Keys
 from liftline.store.redis_store import connect
 
 
-@pytest.fixture(scope="module")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    group = RedisClusterSet(tmp_path_factory.mktemp("redis-cluster"))
-    group.start()
-    try:
-        yield group
-    finally:
-        group.stop()
-
-
 @pytest.fixture
-def cluster_settings(redis_cluster: RedisClusterSet, endpoints: Any,
+def cluster_settings(redis_cluster: LocalRedisCluster, endpoints: Any,
                      cluster_name: str) -> Settings:
     return Settings.from_env(
         {}, amqp_url=endpoints.amqp_url, redis_url=redis_cluster.url, cluster=cluster_name,
@@ -43,7 +34,7 @@ def cluster_settings(redis_cluster: RedisClusterSet, endpoints: Any,
 
 
 def test_writes_flush_and_read_back_with_partitions_over_three_masters(
-        redis_cluster: RedisClusterSet, cluster_settings: Settings, tmp_path: Path) -> None:
+        redis_cluster: LocalRedisCluster, cluster_settings: Settings, tmp_path: Path) -> None:
     settings = cluster_settings
     keys = Keys(settings.cluster)
     masters = {redis_cluster.node_of(keys.data(p)) for p in range(settings.partitions)}
