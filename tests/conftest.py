@@ -18,6 +18,7 @@ import pytest
 import redis
 from helpers import missing_local_binaries
 from http_ingest import Servers
+from sentinel_set import SentinelSet
 
 from liftline.servers import Endpoints, LocalServers, ServerProvider, provider_for_tests
 from liftline.servers.cluster import LocalRabbitCluster
@@ -107,6 +108,18 @@ def local_servers(tmp_path: Path) -> Iterator[LocalServers]:
         yield provider
     finally:
         provider.kill()
+
+
+@pytest.fixture
+def sentinels(tmp_path: Path) -> Iterator[SentinelSet]:
+    """A Redis primary, two replicas and three Sentinels of the test's own
+    (``.url`` is the ``redis+sentinel://`` URL); all stopped after the test."""
+    group = SentinelSet(tmp_path / "redis")
+    group.start()
+    try:
+        yield group
+    finally:
+        group.stop()
 
 
 @pytest.fixture(scope="session")

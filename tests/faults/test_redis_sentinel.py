@@ -19,33 +19,16 @@ from typing import Any
 
 import pytest
 from helpers import wait_until
-from pipeline import Workers, redis_state, wait_flushed
+from pipeline import Workers, newest_flush, redis_state, wait_flushed
 from sentinel_set import SentinelSet
 
 from liftline import Producer
 from liftline.settings import Settings
-from liftline.store.keys import Keys
 from liftline.store.redis_store import connect
 from liftline.tickets import Ticket
 
 WRITES = 120_000
 KEYS = 500
-
-
-@pytest.fixture
-def sentinels(tmp_path: Path) -> Any:
-    group = SentinelSet(tmp_path / "redis")
-    group.start()
-    try:
-        yield group
-    finally:
-        group.stop()
-
-
-def newest_flush(client: Any, settings: Settings) -> float:
-    keys = Keys(settings.cluster)
-    stamps = [client.hget(keys.state(p), "flushed_at") for p in range(settings.partitions)]
-    return max((float(s) for s in stamps if s), default=0.0)
 
 
 # make test-all: one run of four in this session ended with a ResourceWarning (a
