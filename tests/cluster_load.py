@@ -12,6 +12,8 @@ told had failed (a Producer's future raised; the HTTP service answered 503).
 
 from __future__ import annotations
 
+import datetime
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -93,6 +95,31 @@ class StateSampler:
                 if before and (now[0] < before[0] or now[1] < before[1]):
                     self.regressions.append((p, before, now))
                 self.last[p] = now
+
+
+EVENTS = {
+    "claims": re.compile(r"took partition \d+ as primary|promoted to primary of partition"),
+    "fenced_by_check": re.compile(r"dropping partition \d+: claimed by another worker"),
+    "flushes_refused": re.compile(r"dropping partition \d+: partition \d+: flush with epoch"),
+}
+
+
+def ownership_events(pool: Workers, since: float) -> dict[str, int]:
+    """From the workers' logs, what happened to ownership from ``since`` (wall clock):
+    partitions claimed as primary, primaries that found a newer epoch and dropped the
+    partition unflushed, and flushes Redis refused for an older epoch."""
+    start = datetime.datetime.fromtimestamp(since)
+    out = dict.fromkeys(EVENTS, 0)
+    for worker in pool.started:
+        for line in worker.log_path.read_text(errors="replace").splitlines():
+            try:
+                stamp = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+            except ValueError:
+                continue
+            if stamp >= start:
+                for name, pattern in EVENTS.items():
+                    out[name] += bool(pattern.search(line))
+    return out
 
 
 class ClusterLoad:
