@@ -75,7 +75,8 @@ class StateSampler:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(30)
+        if self._thread.ident is not None:  # started
+            self._thread.join(30)
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
@@ -136,6 +137,7 @@ class ClusterLoad:
                       for k, p in enumerate(self.producers)]
         self.ingest = ingest
         self.http: HttpLoad | None = None
+        self.running: list[PipelinedLoad | HttpLoad] = []  # loads started
         self.stats: list[Any] = []
 
     def start(self) -> ClusterLoad:
@@ -150,7 +152,9 @@ class ClusterLoad:
                              ids=HTTP_IDS)
         for load in self.loads:
             load.__enter__()
+            self.running.append(load)
         self.http.__enter__()
+        self.running.append(self.http)
         return self
 
     def acked(self) -> int:
@@ -168,10 +172,8 @@ class ClusterLoad:
             self.http.acked_since(moment) >= count // 10
 
     def stop(self) -> None:
-        for load in self.loads:
+        for load in self.running:
             load.stop()
-        if self.http is not None:
-            self.http.stop()
         self.stats = [p.publisher.stats for p in self.producers]
         for producer in self.producers:
             producer.close()
