@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from helpers import wait_until
@@ -52,6 +53,28 @@ def all_online(settings: Settings, replicas: int = 3) -> bool:
         if q is None or not q.leader or len(q.online) < replicas:
             return False
     return True
+
+
+def job_queue_leaders(settings: Settings) -> dict[str, str | None]:
+    """Each of the cluster's quorum job queues → the node leading it (None while none)."""
+    view = cluster_view(settings, f"liftline.{settings.cluster}.jobs")
+    return {name: q.leader for name, q in view.queues.items() if q.kind == "quorum"}
+
+
+def busiest_job_leader(settings: Settings, prefer: Iterable[str] = ()) -> tuple[str, int]:
+    """The node leading the most quorum job queues, and how many it leads; of nodes
+    leading as many, the one ``prefer`` names most often (where job runners are)."""
+    counts = collections.Counter(n for n in job_queue_leaders(settings).values() if n)
+    liked = collections.Counter(prefer)
+    node = max(counts, key=lambda n: (counts[n], liked[n]))
+    return node, counts[node]
+
+
+def job_queues_online(settings: Settings, replicas: int = 3) -> bool:
+    """Every quorum job queue has a leader and ``replicas`` members online."""
+    view = cluster_view(settings, f"liftline.{settings.cluster}.jobs")
+    quorum = [q for q in view.queues.values() if q.kind == "quorum"]
+    return bool(quorum) and all(q.leader and len(q.online) >= replicas for q in quorum)
 
 
 def connection_nodes(cluster: LocalRabbitCluster, prefix: str) -> dict[str, str]:

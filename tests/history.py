@@ -245,3 +245,77 @@ class PipelinedLoad:
             except LiftlineError:
                 with self.history.lock:
                     self.history.failed_tickets.append(incr.ticket)
+
+
+class HttpLoad:
+    """Threads POSTing one history append per request to the HTTP service, paced, until
+    stopped (or a hard cap). 202 is acknowledged (with its ticket), 503 refused (the
+    service told the caller); any other status or a client error is kept in ``errors``."""
+
+    def __init__(self, http: Any, history: History, *, threads: int = 2,
+                 rate_per_thread: float = 150.0, max_requests: int = 100_000,
+                 max_seconds: float = 400.0, ids: range = range(1, 10**9)) -> None:
+        self.http = http
+        self.history = history
+        self.rate = rate_per_thread
+        self.max_requests = max_requests
+        self.max_seconds = max_seconds
+        self._ids = iter(ids)
+        self._ids_lock = threading.Lock()
+        self._stop = threading.Event()
+        self.errors: list[Any] = []
+        self.refused = 0
+        self.tickets: list[Ticket] = []
+        self.acked_at: deque[float] = deque(maxlen=50_000)
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def __enter__(self) -> HttpLoad:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(120)
+
+    def acked_since(self, moment: float) -> int:
+        return sum(1 for t in list(self.acked_at) if t > moment)
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        done = 0
+        while not self._stop.is_set() and time.monotonic() - started < self.max_seconds:
+            with self._ids_lock:
+                write_id = next(self._ids)
+                if len(self.tickets) + self.refused >= self.max_requests:
+                    return
+            with self.history.lock:
+                self.history.attempted.add(write_id)
+            body = {"op": "append", "key": key_of(write_id), "value": write_id, "cap": CAP}
+            try:
+                answer = self.http.post("/v1/writes", body)
+            except BaseException as exc:  # noqa: BLE001 - a write lost without a word
+                self.errors.append((write_id, repr(exc)))
+                return
+            if answer.status == 202:
+                ticket = Ticket.parse(answer.body["ticket"])
+                with self.history.lock:
+                    self.history.acked.add(write_id)
+                    self.history.tickets.append(ticket)
+                    self.tickets.append(ticket)
+                self.acked_at.append(time.monotonic())
+            elif answer.status == 503 and "retry-after" in answer.headers:
+                with self.history.lock:
+                    self.history.failed.add(write_id)
+                    self.refused += 1
+                self._stop.wait(0.05)  # as a client honouring Retry-After, only sooner
+            else:
+                self.errors.append((write_id, answer.status, answer.body))
+            done += 1
+            ahead = done / self.rate - (time.monotonic() - started)
+            if ahead > 0:
+                self._stop.wait(ahead)

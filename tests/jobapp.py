@@ -68,6 +68,14 @@ def long(ctx, marker, seconds):
     return os.getpid()
 
 
+@app.job("tally", retries=2, backoff=(0.1, 0.5))
+def tally(ctx, log, seconds):
+    """Counts each run of this job id in the hash ``ll-test:<log>``, then sleeps."""
+    _r().hincrby(f"ll-test:{log}", ctx.job_id, 1)
+    time.sleep(seconds)
+    return ctx.attempt
+
+
 @app.job("suicide", retries=5)
 def suicide(ctx):
     os.kill(os.getpid(), signal.SIGKILL)

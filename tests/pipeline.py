@@ -107,6 +107,13 @@ def wait_flushed(client: redis.Redis, settings: Settings, tickets: Iterable[Tick
     wait_until(covered, timeout_s, interval_s=0.1, message="all acknowledged writes flushed")
 
 
+def newest_flush(client: redis.Redis, settings: Settings) -> float:
+    """The latest ``flushed_at`` over the partitions (0 before any flush)."""
+    keys = Keys(settings.cluster)
+    stamps = [client.hget(keys.state(p), "flushed_at") for p in range(settings.partitions)]
+    return max((float(s) for s in stamps if s), default=0.0)
+
+
 def redis_state(client: redis.Redis, settings: Settings) -> dict[str, Any]:
     """Every key's value as flushed to Redis."""
     keys = Keys(settings.cluster)

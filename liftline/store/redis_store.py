@@ -162,6 +162,17 @@ _ASYNCIO = (aioredis.Redis, aioredis_cluster.RedisCluster, aioredis_cluster.Clus
             aioredis_sentinel.Sentinel)
 
 
+class _SentinelPool(redis.sentinel.SentinelConnectionPool):  # type: ignore[misc]
+    """The pool of a client that follows a Sentinel-named primary. Closed (when its
+    client is), it also closes its connections to the Sentinels, which redis-py leaves
+    open: one unclosed socket (a ResourceWarning) per Sentinel asked."""
+
+    def close(self) -> None:
+        super().close()
+        for asker in self.sentinel_manager.sentinels:
+            asker.close()
+
+
 def _client(url: str, reply_s: float, connect_s: float, kinds: tuple[Any, ...]) -> Any:
     plain, cluster, node, sentinel = kinds
     timeouts = {"socket_timeout": reply_s, "socket_connect_timeout": connect_s}
@@ -174,7 +185,10 @@ def _client(url: str, reply_s: float, connect_s: float, kinds: tuple[Any, ...]) 
         spec = SentinelUrl.parse(url)
         asker = sentinel(spec.sentinels, socket_timeout=connect_s, sentinel_kwargs={
             "socket_timeout": connect_s, "socket_connect_timeout": connect_s})
-        return asker.master_for(spec.service, db=spec.db, password=spec.password, **timeouts)
+        owned = {"connection_pool_class": _SentinelPool} if sentinel is redis.sentinel.Sentinel \
+            else {}
+        return asker.master_for(spec.service, db=spec.db, password=spec.password, **owned,
+                                **timeouts)
     return plain.from_url(url, **timeouts)
 
 
