@@ -114,28 +114,29 @@ class RawRoute:
         self.method = method.upper()
         self.handler = handler
         self.errors: ErrorAnswer = errors or ApiError.response
-        self.parts: list[str | None] = []  # None: a parameter (named in self.names)
-        self.names: list[str] = []
-        for part in path.split("/"):
+        self.parts = path.split("/")
+        self._literals: list[tuple[int, str]] = []  # (segment index, text)
+        self._params: list[tuple[int, str]] = []  # (segment index, parameter name)
+        for n, part in enumerate(self.parts):
             if part.startswith("{") and part.endswith("}"):
                 if ":" in part:
                     raise ValueError(f"{path}: raw routes take plain {{name}} segments")
-                self.parts.append(None)
-                self.names.append(part[1:-1])
+                self._params.append((n, part[1:-1]))
             else:
-                self.parts.append(part)
+                self._literals.append((n, part))
 
     def match(self, parts: list[str]) -> dict[str, str] | None:
-        """The path parameters when ``parts`` (a path split at ``/``) is this route's."""
-        params = {}
-        names = iter(self.names)
-        for want, got in zip(self.parts, parts, strict=True):
-            if want is None:
-                if not got:
-                    return None
-                params[next(names)] = got
-            elif want != got:
+        """The path parameters when ``parts`` (a path split at ``/``, as many segments as
+        the route's) is this route's path."""
+        for n, text in self._literals:
+            if parts[n] != text:
                 return None
+        params = {}
+        for n, name in self._params:
+            got = parts[n]
+            if not got:
+                return None
+            params[name] = got
         return params
 
     def endpoint(self) -> Callable[[Request], Awaitable[Response]]:
