@@ -5,7 +5,10 @@
 An App's module may define ``ingest_routes(api, service)`` to add routes of its
 own (see ``examples/skiresort``); they get the same auth, metrics and errors.
 A layer above may add routes after the generic ones (``late_routes``): the
-dashboard does (``liftline.dashboard.entry``).
+dashboard does (``liftline.dashboard.entry``). Routes registered with
+``raw=True`` (the ski app's lift-ride POST) are answered by
+:class:`~liftline.ingest.fast.FastPaths` before Starlette's layers, with the
+same token check, body checks, error answers and metrics.
 """
 
 from __future__ import annotations
