@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from liftline.ingest.fast import Answer
 from liftline.ingest.openapi import READ_PARAMS, path_param, query
 from liftline.ingest.schemas import TICKET_REF, int_range_pattern
 from liftline.ingest.validation import ApiError, bounded_int, invalid
@@ -121,8 +123,8 @@ def text_param(raw: str, field: str, schema: dict[str, Any]) -> str:
     return raw
 
 
-def ride_path(request: Request) -> tuple[int, str, int, int]:
-    p = request.path_params
+def ride_path(p: Mapping[str, str]) -> tuple[int, str, int, int]:
+    """The ride path's (resort, season, day, skier) from its path parameters."""
     return (int_param(p["resortID"], "resortID", RESORT),
             text_param(p["seasonID"], "seasonID", SEASON),
             int(text_param(p["dayID"], "dayID", DAY)),
@@ -142,6 +144,12 @@ def ticket_headers(ticket: Ticket, location: str) -> dict[str, str]:
     return {TICKET_HEADER: str(ticket), "Location": f"{location}{sep}after={ticket}"}
 
 
+def created(ticket: Ticket, location: str) -> Answer:
+    """A raw route's 201 with the ticket headers (no body)."""
+    return Answer(201, [(name.lower().encode(), value.encode())
+                        for name, value in ticket_headers(ticket, location).items()])
+
+
 def message(status: int, text: str, headers: dict[str, str] | None = None) -> Response:
     return JSONResponse({"message": text}, status_code=status, headers=headers)
 
@@ -150,14 +158,19 @@ def not_found(text: str) -> ApiError:
     return ApiError(404, "not_found", text)
 
 
+def ski_error(exc: ApiError) -> Response:
+    """An error as the Ski Data API answers it: 400 for invalid input, ``{"message"}``."""
+    return message(400 if exc.status == 422 else exc.status, exc.message, exc.headers)
+
+
 def ski_contract(handler: Any) -> Any:
-    """Errors as the Ski Data API answers them: 400 for invalid input, ``{"message"}``."""
+    """A handler whose errors are answered by :func:`ski_error`."""
 
     @functools.wraps(handler)
     async def wrapped(request: Request) -> Response:
         try:
             return await handler(request)  # type: ignore[no-any-return]
         except ApiError as exc:
-            return message(400 if exc.status == 422 else exc.status, exc.message, exc.headers)
+            return ski_error(exc)
 
     return wrapped

@@ -43,15 +43,18 @@ from examples.skiresort.api import (
     SEASON_INT,
     TICKET_HEADERS,
     VERTICAL,
+    created,
     int_param,
     not_found,
     ref,
     resort_id,
     ride_path,
     ski_contract,
+    ski_error,
     text_param,
     ticket_headers,
 )
+from liftline.ingest.fast import Answer, Call
 from liftline.ingest.openapi import Api, path_param
 from liftline.ingest.routes import json_response, service_of
 from liftline.ingest.validation import bounded_int, invalid, read_json, read_options, require_object
@@ -61,7 +64,7 @@ async def skier_day(request: Request) -> tuple[tuple[int, str, int, int], Any]:
     """The ride path's ids and the skier's day record, read as the request asks; 404
     when the skier has no ride that day."""
     service = service_of(request)
-    resort, season, day, skier = ride_path(request)
+    resort, season, day, skier = ride_path(request.path_params)
     consistency, after, timeout_ms = read_options(request, service.settings.partitions)
     result = await service.get(day_key(resort, season, day, skier), consistency, after,
                                timeout_ms)
@@ -95,12 +98,11 @@ def _skiers(route: functools.partial) -> None:  # type: ignore[type-arg]
            operation_id="writeNewLiftRide", params=RIDE_PARAMS, body=ref("LiftRide"),
            headers={201: TICKET_HEADERS},
            responses={201: "Write successful (once RabbitMQ confirmed it)",
-                      404: ("Data not found", NOT_FOUND)})
-    @ski_contract
-    async def post_lift_ride(request: Request) -> Response:
-        service = service_of(request)
-        resort, season, day, skier = ride_path(request)
-        body = require_object(await read_json(request, service.settings.ingest_max_body_bytes))
+                      404: ("Data not found", NOT_FOUND)},
+           raw=True, errors=ski_error)  # the hot route: no Starlette layers
+    async def post_lift_ride(call: Call) -> Answer:
+        resort, season, day, skier = ride_path(call.params)
+        body = require_object(call.body)
         limits = LIFT_RIDE["properties"]
         time = bounded_int(body.get("time"), "time", 1, limits["time"]["maximum"])
         lift = bounded_int(body.get("liftID"), "liftID", 1, limits["liftID"]["maximum"])
@@ -109,15 +111,15 @@ def _skiers(route: functools.partial) -> None:  # type: ignore[type-arg]
             wait = bounded_int(body["waitTime"], "waitTime", 0, limits["waitTime"]["maximum"])
         vertical = lift_vertical(lift)
         ride = {"vertical": vertical, "time": time, "liftID": lift, "waitTime": wait}
-        tickets = await service.write_many([
+        tickets = await call.service.write_many([
             ("lift_ride", day_key(resort, season, day, skier), ride, None),
             ("add_vertical", seasons_key(resort, skier),
              {"season": season, "vertical": vertical}, None),
             ("add_member", skiers_key(resort, season, day, skier), skier, None),
         ])
         # All three share a partition and a batch: the last ticket covers the ride.
-        path = f"/skiers/{resort}/seasons/{season}/days/{day}/skiers/{skier}"
-        return Response(status_code=201, headers=ticket_headers(tickets[-1], path))
+        return created(tickets[-1], f"/skiers/{resort}/seasons/{season}/days/{day}/skiers/"
+                                    f"{skier}")
 
     @route(RIDE_PATH, "GET", summary="get ski day vertical for a skier", tags=("skiers",),
            operation_id="getSkierDayVertical", params=[*RIDE_PARAMS, *READS],

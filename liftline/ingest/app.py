@@ -5,13 +5,15 @@
 An App's module may define ``ingest_routes(api, service)`` to add routes of its
 own (see ``examples/skiresort``); they get the same auth, metrics and errors.
 A layer above may add routes after the generic ones (``late_routes``): the
-dashboard does (``liftline.dashboard.entry``).
+dashboard does (``liftline.dashboard.entry``). Routes registered with
+``raw=True`` (the ski app's lift-ride POST) are answered by
+:class:`~liftline.ingest.fast.FastPaths` before Starlette's layers, with the
+same token check, body checks, error answers and metrics.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hmac
 import importlib
 import logging
 import time
@@ -27,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from liftline.app import App, load_app
 from liftline.errors import ConfigError
 from liftline.ingest import jobs_routes, routes
+from liftline.ingest.fast import Access, FastPaths, server_error
 from liftline.ingest.metrics import Metrics
 from liftline.ingest.openapi import Api
 from liftline.ingest.service import IngestService
@@ -48,9 +51,8 @@ class Gate:
     def __init__(self, app: ASGIApp, tokens: list[str], metrics: Metrics,
                  open_paths: frozenset[str] = OPEN_PATHS) -> None:
         self.app = app
-        self.tokens = [t.encode() for t in tokens]
+        self.access = Access(tokens, open_paths)
         self.metrics = metrics
-        self.open_paths = open_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,11 +68,8 @@ class Gate:
             await send(message)
 
         try:
-            if self.tokens and scope["path"] not in self.open_paths and not self._authorized(scope):
-                response = ApiError(401, "unauthorized", "send Authorization: Bearer <token>",
-                                    headers={"WWW-Authenticate": 'Bearer realm="liftline"'}
-                                    ).response()
-                await response(scope, receive, send_and_count)
+            if not self.access.allows(scope):
+                await self.access.refusal()(scope, receive, send_and_count)
             else:
                 await self.app(scope, receive, send_and_count)
         finally:
@@ -78,15 +77,19 @@ class Gate:
             label = getattr(route, "path", None) or "unmatched"
             self.metrics.request(scope["method"], label, status, time.perf_counter() - began)
 
-    def _authorized(self, scope: Scope) -> bool:
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, token = value.partition(b" ")
-                if scheme.lower() != b"bearer":
-                    return False
-                token = token.strip()
-                return any(hmac.compare_digest(token, t) for t in self.tokens)
-        return False
+
+class IngestApp(Starlette):
+    """Starlette, with the raw routes (``fast``) answered before its layers."""
+
+    fast: FastPaths | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.fast is not None:
+            found = self.fast.find(scope)
+            if found is not None:
+                await self.fast.handle(*found, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 def _api_error(request: Request, exc: Exception) -> Response:
@@ -102,8 +105,7 @@ def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def _server_error(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
-    return ApiError(500, "internal", "internal error (logged)").response()
+    return server_error(request.method, request.url.path, exc)
 
 
 ERROR_HANDLERS: dict[Any, Any] = {ApiError: _api_error, HTTPException: _http_error,
@@ -116,7 +118,7 @@ def parse_tokens(text: str) -> list[str]:
 
 
 def create_app(settings: Settings, app: App | None = None, *,
-               extra_routes: Any = None, late_routes: Any = None) -> Starlette:
+               extra_routes: Any = None, late_routes: Any = None) -> IngestApp:
     """The ingest ASGI app for one process; connects on startup, closes on shutdown.
 
     ``extra_routes(api, service)`` adds routes before the generic ones (default:
@@ -145,12 +147,15 @@ def create_app(settings: Settings, app: App | None = None, *,
         finally:
             await service.stop()
 
-    starlette = Starlette(routes=api.routes, lifespan=lifespan,
+    starlette = IngestApp(routes=api.routes, lifespan=lifespan,
                           exception_handlers=ERROR_HANDLERS)
     starlette.router.redirect_slashes = False  # an API answers 404, not a redirect
-    starlette.add_middleware(Gate, tokens=tokens,
-                             metrics=service.metrics,
-                             open_paths=OPEN_PATHS | frozenset(api.open_paths))
+    open_paths = OPEN_PATHS | frozenset(api.open_paths)
+    starlette.add_middleware(Gate, tokens=tokens, metrics=service.metrics,
+                             open_paths=open_paths)
+    if api.raw_routes:
+        starlette.fast = FastPaths(api.raw_routes, service, Access(tokens, open_paths),
+                                   service.metrics)
     starlette.state.service = service
     starlette.state.api = api
     return starlette
@@ -165,7 +170,7 @@ def routes_of(spec: str) -> Any:
     return hook
 
 
-def app_from_env(late_routes: Any = None) -> Starlette:
+def app_from_env(late_routes: Any = None) -> IngestApp:
     """Factory for uvicorn (``--factory``): settings from LIFTLINE_*, App from ingest_app."""
     settings = Settings.from_env()
     if not settings.ingest_app:

@@ -87,15 +87,25 @@ class AsyncWriter:
         The future's result is None once confirmed, else the error.
         """
         future = self.producer.submit(op, key, value, arg)
-        batch = future.batch
+        self.pending += 1
+        return future.ticket, self._waiter(future.batch)
+
+    def submit_many(self, writes: list[tuple[str, str, Any, Any]]
+                    ) -> tuple[list[Ticket], list[asyncio.Future[LiftlineError | None]]]:
+        """Queue several writes in one call, all or none (InvalidWrite, nothing queued, for a
+        bad one); returns their tickets, in order, and one future per batch they went into."""
+        futures = self.producer.submit_many(writes)
+        self.pending += len(writes)
+        return futures.tickets(), [self._waiter(batch) for batch in futures.batches]
+
+    def _waiter(self, batch: Batch) -> asyncio.Future[LiftlineError | None]:
         waiter = self._waiters.get(batch)
         if waiter is None:
             waiter = self._waiters[batch] = self.loop.create_future()
             self._timers[batch] = self.loop.call_later(self._bound_s, _resolve, waiter, Timeout(
                 f"not confirmed within {self._bound_s:.1f}s"))
             batch.add_done_callback(self._settled)
-        self.pending += 1
-        return future.ticket, waiter
+        return waiter
 
     def _settled(self, batch: Batch) -> None:
         timer = self._timers.pop(batch, None)

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from liftline.ingest.fast import ErrorAnswer, RawRoute
 from liftline.ingest.schemas import TICKET_REF, components
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -75,6 +76,7 @@ class Api:
         self.schemas: dict[str, Any] = {"Error": ERROR, **components(partitions)}
         # Paths registered with auth=False: the Gate lets them through without a token.
         self.open_paths: set[str] = set()
+        self.raw_routes: list[RawRoute] = []  # answered before Starlette (liftline.ingest.fast)
 
     def route(self, path: str, method: str, *, summary: str,
               params: Sequence[dict[str, Any]] = (), body: dict[str, Any] | None = None,
@@ -83,15 +85,25 @@ class Api:
               auth: bool = True, invalid_status: str = "422",
               error: dict[str, Any] = ERROR_REF,
               headers: dict[int, dict[str, Any]] | None = None,
-              operation_id: str | None = None) -> Callable[[Handler], Handler]:
+              operation_id: str | None = None, raw: bool = False,
+              errors: ErrorAnswer | None = None) -> Callable[[Any], Any]:
         """Register ``handler`` for ``method path``; ``responses``: status → (text, schema).
+
+        ``raw``: the handler is a raw route's (``Call`` → ``Answer``, see
+        :mod:`liftline.ingest.fast`; its body is JSON), answered ahead of Starlette;
+        ``errors`` makes its ApiErrors' answers (default: ``ApiError.response``).
 
         ``invalid_status`` is the status of a missing or wrong field (422, or 400
         for APIs whose clients expect that); ``error`` the schema of error
         bodies; ``headers``: status → the response headers it declares."""
 
-        def register(handler: Handler) -> Handler:
-            self.handlers.setdefault(path, {})[method.upper()] = handler
+        def register(handler: Any) -> Any:
+            endpoint = handler
+            if raw:
+                route = RawRoute(path, method, handler, errors)
+                self.raw_routes.append(route)
+                endpoint = route.endpoint()
+            self.handlers.setdefault(path, {})[method.upper()] = endpoint
             operation: dict[str, Any] = {
                 "summary": summary, "operationId": operation_id or handler.__name__,
                 "parameters": list(params), "responses": {}, "tags": list(tags),

@@ -121,31 +121,23 @@ class IngestService:
                          single: bool = False) -> list[Ticket]:
         """Several writes, all confirmed, or none acknowledged (503: the caller retries).
 
-        Every write is checked before any is sent, so a bad one sends nothing.
+        Every write is checked before any is sent, so a bad one sends nothing (422
+        naming it, even while RabbitMQ is away).
         """
         writer = self._writer()
-        if not single:
-            for n, (op, key, value, arg) in enumerate(writes):
-                try:
-                    codec.pack_write(op, key, value, arg)
-                except InvalidWrite as exc:
-                    self.metrics.count_writes("refused", len(writes))
-                    raise write_error_field(exc, f"{field}[{n}]") from None
         try:
             writer.check_open()
         except (BrokerError, Overloaded) as exc:
+            self._check_each(writes, field, single)
             self.metrics.count_writes("failed", len(writes))
             raise unavailable(exc) from None
         began = time.perf_counter()
-        tickets, waiters = [], []
-        for op, key, value, arg in writes:
-            try:
-                ticket, waiter = writer.submit(op, key, value, arg)
-            except InvalidWrite as exc:  # only for single writes: a batch was packed above
-                self.metrics.count_writes("refused")
-                raise write_error_field(exc, field) from None
-            tickets.append(ticket)
-            waiters.append(waiter)
+        try:
+            tickets, waiters = writer.submit_many(writes)
+        except InvalidWrite as exc:
+            self._check_each(writes, field, single)
+            self.metrics.count_writes("refused", len(writes))
+            raise write_error_field(exc, field) from None  # a limit packing alone misses
         try:
             await writer.confirmed(waiters, len(writes))
         except LiftlineError as exc:
@@ -154,6 +146,15 @@ class IngestService:
         self.metrics.confirm.observe(time.perf_counter() - began)
         self.metrics.count_writes("accepted", len(writes))
         return tickets
+
+    def _check_each(self, writes: list[Write], field: str, single: bool) -> None:
+        """422 naming the first write that does not pack (``field``, or ``field[n]``)."""
+        for n, (op, key, value, arg) in enumerate(writes):
+            try:
+                codec.pack_write(op, key, value, arg)
+            except InvalidWrite as exc:
+                self.metrics.count_writes("refused", len(writes))
+                raise write_error_field(exc, field if single else f"{field}[{n}]") from None
 
     def _writer(self) -> AsyncWriter:
         if self.writer is None:

@@ -57,21 +57,35 @@ def _no_constant(name: str) -> Any:
 
 async def read_json(request: Request, max_bytes: int) -> Any:
     """The request body decoded as JSON, within ``max_bytes``."""
-    ctype = request.headers.get("content-type", "")
-    if ctype and not _is_json(ctype):
-        raise ApiError(415, "unsupported_media_type",
-                       f"content-type {ctype!r}: send application/json")
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > max_bytes:
-        raise ApiError(413, "too_large", f"body of {length} bytes exceeds {max_bytes}")
+    check_json_headers(request.headers.get("content-type", ""),
+                       request.headers.get("content-length"), max_bytes)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_bytes:
-            raise ApiError(413, "too_large", f"body exceeds {max_bytes} bytes")
+            raise too_large(max_bytes)
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return decode_json(b"".join(chunks))
+
+
+def check_json_headers(ctype: str, length: str | None, max_bytes: int) -> None:
+    """415 for a content type that is not JSON, 413 for a Content-Length over ``max_bytes``
+    (checked before any byte of the body is read)."""
+    if ctype and not _is_json(ctype):
+        raise ApiError(415, "unsupported_media_type",
+                       f"content-type {ctype!r}: send application/json")
+    if length is not None and length.isdigit() and int(length) > max_bytes:
+        raise ApiError(413, "too_large", f"body of {length} bytes exceeds {max_bytes}")
+
+
+def too_large(max_bytes: int) -> ApiError:
+    """The 413 for a body whose bytes, as they arrive, pass ``max_bytes``."""
+    return ApiError(413, "too_large", f"body exceeds {max_bytes} bytes")
+
+
+def decode_json(raw: bytes) -> Any:
+    """A whole body as JSON; 400 for an empty body or bytes that are not JSON."""
     if not raw:
         raise ApiError(400, "bad_json", "empty body: send a JSON object")
     try:
