@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from liftline import Producer
 from liftline.errors import LiftlineError
@@ -71,7 +71,28 @@ def check(history: History, state: dict[str, Any]) -> Verdict:
     )
 
 
-class SteadyLoad:
+class Threaded:
+    """A load run by ``self._threads`` (each running ``self._run`` until ``self._stop``
+    is set): a context manager that starts them and stops and joins them."""
+
+    _threads: list[threading.Thread]
+    _stop: threading.Event
+
+    def __enter__(self) -> Self:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(180)
+
+
+class SteadyLoad(Threaded):
     """Threads appending unique ids at a bounded rate until stopped (or a hard cap)."""
 
     def __init__(self, producer: Producer, history: History, *, threads: int = 3,
@@ -87,19 +108,6 @@ class SteadyLoad:
         self._ids_lock = threading.Lock()
         self.errors: list[BaseException] = []
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def __enter__(self) -> SteadyLoad:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(120)
 
     def count(self) -> int:
         with self.history.lock:
@@ -158,7 +166,7 @@ def check_counters(history: History, state: dict[str, Any]) -> dict[str, tuple[i
     return out
 
 
-class PipelinedLoad:
+class PipelinedLoad(Threaded):
     """Writes at a steady rate with up to ``window`` writes awaiting confirms, as a
     producer that pipelines its batches does: many batches are in flight whenever a
     broker node fails. Mixed: every write appends its unique id to a history list,
@@ -178,18 +186,7 @@ class PipelinedLoad:
         self._stop = threading.Event()
         self.errors: list[BaseException] = []
         self.acked_at: deque[float] = deque(maxlen=50_000)  # monotonic time of each ack
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> PipelinedLoad:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(180)
+        self._threads = [threading.Thread(target=self._run, daemon=True)]
 
     def acked_since(self, moment: float) -> int:
         return sum(1 for t in list(self.acked_at) if t > moment)
@@ -247,7 +244,7 @@ class PipelinedLoad:
                     self.history.failed_tickets.append(incr.ticket)
 
 
-class HttpLoad:
+class HttpLoad(Threaded):
     """Threads POSTing one history append per request to the HTTP service, paced, until
     stopped (or a hard cap). 202 is acknowledged (with its ticket), 503 refused (the
     service told the caller); any other status or a client error is kept in ``errors``."""
@@ -268,19 +265,6 @@ class HttpLoad:
         self.tickets: list[Ticket] = []
         self.acked_at: deque[float] = deque(maxlen=50_000)
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def __enter__(self) -> HttpLoad:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(120)
 
     def acked_since(self, moment: float) -> int:
         return sum(1 for t in list(self.acked_at) if t > moment)

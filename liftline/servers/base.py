@@ -12,8 +12,10 @@ import abc
 import random
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -185,3 +187,16 @@ def redis_answers(redis_url: str, timeout_s: float = 1.0) -> bool:
         return False
     finally:
         client.close()
+
+
+def stop_each(servers: Iterable[Any], timeout_s: float) -> None:
+    """``stop(timeout_s)`` every server in turn, even after one fails; then raise the
+    first ServerError, if any."""
+    errors: list[ServerError] = []
+    for server in servers:
+        try:
+            server.stop(timeout_s)
+        except ServerError as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]

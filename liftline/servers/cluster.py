@@ -23,7 +23,7 @@ from typing import Any
 
 from liftline.errors import ServerError
 from liftline.queue.management import management_get
-from liftline.servers.base import free_ports
+from liftline.servers.base import free_ports, stop_each
 from liftline.servers.local import LocalRabbitMQ, stop_epmd
 
 log = logging.getLogger(__name__)
@@ -138,15 +138,10 @@ class LocalRabbitCluster:
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop every node by its PID (SIGTERM, then SIGKILL), then the shared epmd."""
-        errors: list[ServerError] = []
-        for node in reversed(self.nodes):
-            try:
-                node.stop(timeout_s)
-            except ServerError as exc:
-                errors.append(exc)
-        stop_epmd(self.epmd_port)
-        if errors:
-            raise errors[0]
+        try:
+            stop_each(reversed(self.nodes), timeout_s)
+        finally:
+            stop_epmd(self.epmd_port)
 
     def kill(self) -> None:
         """SIGKILL every node, then end the epmd: the fast teardown for throwaway data."""

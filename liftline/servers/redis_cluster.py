@@ -19,7 +19,7 @@ from pathlib import Path
 import redis
 
 from liftline.errors import ServerError
-from liftline.servers.base import free_ports
+from liftline.servers.base import free_ports, stop_each
 from liftline.servers.local_redis import HOST, LocalRedis
 
 log = logging.getLogger(__name__)
@@ -95,14 +95,7 @@ class LocalRedisCluster:
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """Stop every node by its PID (SIGTERM, then SIGKILL); idempotent."""
-        errors: list[ServerError] = []
-        for node in self.nodes:
-            try:
-                node.stop(timeout_s)
-            except ServerError as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        stop_each(self.nodes, timeout_s)
 
     def kill(self) -> None:
         """SIGKILL every node: the fast teardown for throwaway data."""

@@ -20,7 +20,7 @@ from pathlib import Path
 import redis
 
 from liftline.errors import ServerError
-from liftline.servers.base import free_ports
+from liftline.servers.base import free_ports, stop_each
 from liftline.servers.local_redis import HOST, LocalRedis
 
 log = logging.getLogger(__name__)
@@ -143,14 +143,7 @@ class LocalSentinelSet:
     def stop(self, timeout_s: float = 20.0) -> None:
         """Stop the Sentinels first (so that they start no failover), then the servers,
         each by its PID; idempotent."""
-        errors: list[ServerError] = []
-        for proc in [*self.sentinels, *self.servers.values()]:
-            try:
-                proc.stop(timeout_s)
-            except ServerError as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+        stop_each([*self.sentinels, *self.servers.values()], timeout_s)
 
     def kill(self) -> None:
         """SIGKILL everything: the fast teardown for throwaway data."""
