@@ -17,41 +17,23 @@ import time
 from typing import Any
 
 import pytest
-from brokers import all_online, busiest_leader, cluster_settings, timed
+from brokers import (
+    all_online,
+    assert_history_holds,
+    busiest_leader,
+    cluster_settings,
+    primaries_applied,
+    settled,
+    timed,
+)
 from helpers import wait_until
-from history import History, PipelinedLoad, check, check_counters
-from pipeline import Workers, memory_state, redis_state, wait_flushed
+from history import History, PipelinedLoad
+from pipeline import Workers
 
 from liftline import Producer
 from liftline.cluster import bootstrap
-from liftline.cluster.registry import live_members, owners_of
-from liftline.settings import Settings
-from liftline.store.keys import Keys
-from liftline.store.redis_store import RedisStore
 
 KILLS = 5
-
-
-def primaries_applied(client: Any, settings: Settings) -> dict[int, int]:
-    """Per partition, the applied offset its live primary reports (-2 if none)."""
-    keys = Keys(settings.cluster)
-    members = live_members(client, keys)
-    owners = owners_of(client, keys)
-    out = {}
-    for p in range(settings.partitions):
-        report = members.get(owners.get(p, ""), {}).get("partitions", {}).get(p)
-        out[p] = int(report["applied"]) if report and report["role"] == "primary" else -2
-    return out
-
-
-def settled(client: Any, settings: Settings, workers: int) -> bool:
-    members = live_members(client, Keys(settings.cluster))
-    if len(members) != workers:
-        return False
-    holders = {p: sum(p in m["partitions"] for m in members.values())
-               for p in range(settings.partitions)}
-    return all(n == settings.replicas for n in holders.values()) and \
-        min(primaries_applied(client, settings).values()) > -2
 
 
 @pytest.mark.timeout(900)
@@ -101,26 +83,11 @@ def test_killing_the_busiest_stream_leader_five_times_loses_nothing_acknowledged
         stats = [p.publisher.stats for p in producers]
         for producer in producers:
             producer.close()
+        pool.stop_all()
     for load in loads:
         assert not load.errors, load.errors
     print(f"rounds: {figures}")
     print(f"acknowledged {len(history.acked)}, refused {len(history.failed)}; publishers: {stats}")
-    wait_flushed(redis_client, settings, history.tickets, timeout_s=120)
-    state = redis_state(redis_client, settings)
-    verdict = check(history, state)
-    assert verdict.ok, (f"lost={len(verdict.lost)} {sorted(verdict.lost)[:10]} "
-                        f"dup={sorted(verdict.duplicated)[:10]} "
-                        f"unexpected={sorted(verdict.unexpected)[:10]}")
-    assert check_counters(history, state) == {}
-    in_memory = memory_state(settings, [f"h:{i}" for i in range(64)])
-    assert check(history, in_memory).ok
-    # A gap the workers saw is a write its producer was told had failed, or none.
-    refused = {(t.partition, t.producer_id, t.seq) for t in history.failed_tickets}
-    gaps = RedisStore(redis_client, settings.cluster).gaps(list(range(settings.partitions)))
-    missing = {(p, pid, seq) for p, by_producer in gaps.items()
-               for pid, ranges in by_producer.items() for lo, hi in ranges
-               for seq in range(lo, hi + 1)}
-    print(f"writes missing from the streams at the end: {len(missing)}")
-    assert missing <= refused, sorted(missing - refused)[:10]
+    assert_history_holds(redis_client, settings, history)
     pool.stop_all()
     assert all(w.proc.returncode == 0 for w in pool.started), [w.log() for w in pool.started]
