@@ -38,12 +38,13 @@ KILLS = 5
 
 @pytest.mark.timeout(900)
 def test_killing_the_busiest_stream_leader_five_times_loses_nothing_acknowledged(
-        cluster_nodes, endpoints, cluster_name, redis_client, tmp_path):
+        cluster_nodes, endpoints, cluster_name, redis_client, tmp_path, request):
     settings = cluster_settings(cluster_nodes, endpoints, cluster_name)
     bootstrap.prepare(settings)
     wait_until(lambda: all_online(settings), 30, interval_s=0.5, message="3 replicas online")
     cluster_nodes.sync_to_disk()  # RabbitMQ 3.10: the new streams' Ra registrations on disk
     pool = Workers(settings, redis_client, tmp_path)
+    request.addfinalizer(pool.stop_all)  # on a failure too (a no-op after stop_all)
     history = History()
     figures: list[dict[str, Any]] = []
     producers = [Producer(settings), Producer(settings)]
@@ -83,7 +84,6 @@ def test_killing_the_busiest_stream_leader_five_times_loses_nothing_acknowledged
         stats = [p.publisher.stats for p in producers]
         for producer in producers:
             producer.close()
-        pool.stop_all()
     for load in loads:
         assert not load.errors, load.errors
     print(f"rounds: {figures}")
