@@ -16,9 +16,16 @@ most partition streams is cut off for CUT_S. Measured and asserted: the producer
 confirm again on the majority side within a bound; the cut-off node stops answering
 AMQP within a bound, and a write sent through that node alone (a third Producer that
 knows only it) is never confirmed while the link is down; after the link heals the
-node is a running member again, every stream has its three replicas online, and the
-minority Producer confirms again. Then the history check: nothing acknowledged lost,
-nothing applied twice, every gap in a producer's sequence a write it was told failed.
+node is a running member again, every stream has its three replicas online (as
+rabbitmqctl reports them), and the minority Producer confirms again. Then the history
+check: nothing acknowledged lost, nothing applied twice, every gap in a producer's
+sequence a write it was told failed.
+
+Measured, reported, not asserted (RabbitMQ 3.10.8 on Erlang 25.2 behaviour, see
+:func:`rejoin`): how long the management API takes to show the replicas online again
+(in some runs it goes on listing streams with ``online: []`` and no state for minutes),
+and whether the node had to be restarted because its own restart hung in
+``global:sync``.
 """
 
 from __future__ import annotations
