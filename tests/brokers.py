@@ -9,12 +9,17 @@ from collections.abc import Iterable
 from typing import Any
 
 from helpers import wait_until
+from history import History, HttpLoad, check, check_counters
+from pipeline import memory_state, redis_state, wait_flushed
 
+from liftline.cluster.registry import live_members, owners_of
 from liftline.queue.management import cluster_view, management_get
 from liftline.queue.topology import Names
 from liftline.servers import Endpoints
 from liftline.servers.cluster import LocalRabbitCluster
 from liftline.settings import Settings
+from liftline.store.keys import Keys
+from liftline.store.redis_store import RedisStore
 
 
 def cluster_settings(cluster: LocalRabbitCluster, endpoints: Endpoints, name: str,
@@ -107,3 +112,56 @@ def timed(predicate: Any, timeout_s: float, message: str) -> float:
     started = time.monotonic()
     wait_until(predicate, timeout_s, interval_s=0.05, message=message)
     return time.monotonic() - started
+
+
+def primaries_applied(client: Any, settings: Settings) -> dict[int, int]:
+    """Per partition, the applied offset its live primary reports (-2 if none)."""
+    keys = Keys(settings.cluster)
+    members = live_members(client, keys)
+    owners = owners_of(client, keys)
+    out = {}
+    for p in range(settings.partitions):
+        report = members.get(owners.get(p, ""), {}).get("partitions", {}).get(p)
+        out[p] = int(report["applied"]) if report and report["role"] == "primary" else -2
+    return out
+
+
+def settled(client: Any, settings: Settings, workers: int) -> bool:
+    """``workers`` live members, every partition held by R of them and applied by its primary."""
+    members = live_members(client, Keys(settings.cluster))
+    if len(members) != workers:
+        return False
+    holders = {p: sum(p in m["partitions"] for m in members.values())
+               for p in range(settings.partitions)}
+    return all(n == settings.replicas for n in holders.values()) and \
+        min(primaries_applied(client, settings).values()) > -2
+
+
+def assert_history_holds(client: Any, settings: Settings, history: History,
+                         http: HttpLoad | None = None) -> None:
+    """Once every acknowledged write is flushed: nothing acknowledged lost, nothing applied
+    twice (the history checker, in Redis and in the owners' memory), counters within
+    [acknowledged, attempted], and every gap the workers saw in a producer's sequence
+    is a write its producer was told had failed: a Producer's by its ticket; the HTTP
+    service's refused writes (``http``) have no ticket, so its gaps are at most its 503s."""
+    wait_flushed(client, settings, history.tickets, timeout_s=120)
+    state = redis_state(client, settings)
+    verdict = check(history, state)
+    assert verdict.ok, (f"lost={len(verdict.lost)} {sorted(verdict.lost)[:10]} "
+                        f"dup={sorted(verdict.duplicated)[:10]} "
+                        f"unexpected={sorted(verdict.unexpected)[:10]}")
+    assert check_counters(history, state) == {}
+    in_memory = memory_state(settings, [f"h:{i}" for i in range(64)])
+    assert check(history, in_memory).ok
+    refused = {(t.partition, t.producer_id, t.seq) for t in history.failed_tickets}
+    gaps = RedisStore(client, settings.cluster).gaps(list(range(settings.partitions)))
+    missing = {(p, pid, seq) for p, by_producer in gaps.items()
+               for pid, ranges in by_producer.items() for lo, hi in ranges
+               for seq in range(lo, hi + 1)}
+    http_ids = {t.producer_id for t in http.tickets} if http is not None else set()
+    over_http = {m for m in missing if m[1] in http_ids}
+    print(f"writes missing from the streams at the end: {len(missing)} "
+          f"({len(over_http)} of the HTTP service)")
+    assert missing - over_http <= refused, sorted(missing - over_http - refused)[:10]
+    if http is not None:
+        assert len(over_http) <= http.refused, (len(over_http), http.refused)

@@ -18,40 +18,17 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from brokers import assert_history_holds, settled
 from helpers import wait_until
-from history import History, HttpLoad, PipelinedLoad, check, check_counters
+from history import History, HttpLoad, PipelinedLoad
 from http_ingest import Servers
-from pipeline import Workers, memory_state, redis_state, wait_flushed
+from pipeline import Workers
 
 from liftline import Producer
-from liftline.cluster.registry import live_members, owners_of
 from liftline.settings import Settings
 from liftline.store.keys import Keys
-from liftline.store.redis_store import RedisStore
 
 HTTP_IDS = range(3 * 10**8, 4 * 10**8)
-
-
-def primaries_applied(client: Any, settings: Settings) -> dict[int, int]:
-    """Per partition, the applied offset its live primary reports (-2 if none)."""
-    keys = Keys(settings.cluster)
-    members = live_members(client, keys)
-    owners = owners_of(client, keys)
-    out = {}
-    for p in range(settings.partitions):
-        report = members.get(owners.get(p, ""), {}).get("partitions", {}).get(p)
-        out[p] = int(report["applied"]) if report and report["role"] == "primary" else -2
-    return out
-
-
-def settled(client: Any, settings: Settings, workers: int) -> bool:
-    members = live_members(client, Keys(settings.cluster))
-    if len(members) != workers:
-        return False
-    holders = {p: sum(p in m["partitions"] for m in members.values())
-               for p in range(settings.partitions)}
-    return all(n == settings.replicas for n in holders.values()) and \
-        min(primaries_applied(client, settings).values()) > -2
 
 
 class StateSampler:
@@ -188,29 +165,7 @@ class ClusterLoad:
         print(f"acknowledged {len(history.acked):,} ({len(http.tickets):,} over HTTP), "
               f"refused {len(history.failed)} ({http.refused} HTTP 503); "
               f"publishers: {self.stats}")
-        wait_flushed(self.client, settings, history.tickets, timeout_s=120)
-        state = redis_state(self.client, settings)
-        verdict = check(history, state)
-        assert verdict.ok, (f"lost={len(verdict.lost)} {sorted(verdict.lost)[:10]} "
-                            f"dup={sorted(verdict.duplicated)[:10]} "
-                            f"unexpected={sorted(verdict.unexpected)[:10]}")
-        assert check_counters(history, state) == {}
-        in_memory = memory_state(settings, [f"h:{i}" for i in range(64)])
-        assert check(history, in_memory).ok
-        # A gap the workers saw is a write its producer was told had failed, or none:
-        # a Producer's refused write by its ticket; the HTTP service's refused writes
-        # have no ticket, so its gaps are at most its 503s.
-        refused = {(t.partition, t.producer_id, t.seq) for t in history.failed_tickets}
-        gaps = RedisStore(self.client, settings.cluster).gaps(list(range(settings.partitions)))
-        missing = {(p, pid, seq) for p, by_producer in gaps.items()
-                   for pid, ranges in by_producer.items() for lo, hi in ranges
-                   for seq in range(lo, hi + 1)}
-        http_ids = {t.producer_id for t in http.tickets}
-        over_http = {m for m in missing if m[1] in http_ids}
-        print(f"writes missing from the streams at the end: {len(missing)} "
-              f"({len(over_http)} of the HTTP service)")
-        assert missing - over_http <= refused, sorted(missing - over_http - refused)[:10]
-        assert len(over_http) <= http.refused, (len(over_http), http.refused)
+        assert_history_holds(self.client, settings, history, http)
         self.pool.stop_all()
         assert all(w.proc.returncode == 0 for w in self.pool.started), \
             [w.log() for w in self.pool.started]

@@ -146,3 +146,113 @@ def second_host(targets: list[int]) -> Iterator[tuple[Namespace, Forwarder]]:
     finally:
         relay.stop()
         ns.remove()
+
+
+class Mesh:
+    """``size`` hosts on this machine, each a namespace with one address (on its ``lo``),
+    every pair joined by a veth of its own and each host joined to this one by another.
+
+    No bridge and no forwarding: each address is one hop from every other, over a
+    point-to-point link with a /32 route, so :meth:`cut` can take a host's links to
+    the others down while the link from here stays up (the test's clients still reach
+    it: what a node cut off from its peers, not from its clients, looks like).
+    Addresses: ``10.<a>.<b>.1`` here, ``10.<a>.<b>.11``, ``.12``… for the hosts.
+    """
+
+    def __init__(self, size: int = 3) -> None:
+        tag = secrets.token_hex(3)
+        self.names = [f"llm{tag}{i}" for i in range(size)]
+        net = _free_net()
+        self.here = f"{net}.1"
+        self.addresses = [f"{net}.{11 + i}" for i in range(size)]
+        # (from, to) -> the interface in ``from``'s namespace that leads to ``to``;
+        # -1 is this (the root) namespace.
+        self.links: dict[tuple[int, int], str] = {}
+        for i in range(size):
+            self.links[(-1, i)], self.links[(i, -1)] = f"llm{tag}r{i}", f"llm{tag}h{i}"
+            for j in range(i + 1, size):
+                self.links[(i, j)], self.links[(j, i)] = f"llm{tag}{i}{j}", f"llm{tag}{j}{i}"
+        self._made: list[str] = []
+
+    def argv(self, i: int) -> tuple[str, ...]:
+        """The launcher of host ``i``: what goes before a command to run it there."""
+        return ("ip", "netns", "exec", self.names[i])
+
+    def _in(self, i: int, *args: str) -> None:
+        _ip(*(("-n", self.names[i]) if i >= 0 else ()), *args)
+
+    def _address(self, i: int) -> str:
+        return self.here if i < 0 else self.addresses[i]
+
+    def create(self) -> None:
+        """Make the namespaces and links (undone by :meth:`remove`, also if this fails)."""
+        try:
+            for i, name in enumerate(self.names):
+                _ip("netns", "add", name)
+                self._made.append(name)
+                self._in(i, "link", "set", "lo", "up")
+                self._in(i, "addr", "add", f"{self.addresses[i]}/32", "dev", "lo")
+            for (a, b), dev in self.links.items():
+                if a < b:  # one veth per pair, made here, each end moved to its side
+                    peer = self.links[(b, a)]
+                    _ip("link", "add", dev, "type", "veth", "peer", "name", peer)
+                    for side, name in ((a, dev), (b, peer)):
+                        if side >= 0:
+                            _ip("link", "set", name, "netns", self.names[side])
+            self.here_up()
+            for (a, b), dev in self.links.items():
+                self._in(a, "link", "set", dev, "up")
+                self._route(a, b)
+        except BaseException:
+            self.remove()
+            raise
+
+    def here_up(self) -> None:
+        for i in range(len(self.names)):
+            _ip("addr", "replace", f"{self.here}/32", "dev", self.links[(-1, i)])
+
+    def _route(self, a: int, b: int) -> None:
+        self._in(a, "route", "replace", f"{self._address(b)}/32", "dev", self.links[(a, b)],
+                 "src", self._address(a))
+
+    def cut(self, i: int) -> None:
+        """Take every link between host ``i`` and the other hosts down (both ends): from
+        now on nothing passes between them, silently (no reset); the link from here stays."""
+        for j in range(len(self.names)):
+            if j != i:
+                self._in(i, "link", "set", self.links[(i, j)], "down")
+                self._in(j, "link", "set", self.links[(j, i)], "down")
+
+    def heal(self, i: int) -> None:
+        """Bring host ``i``'s links up again, with their routes (a link going down drops them)."""
+        for j in range(len(self.names)):
+            if j != i:
+                for a, b in ((i, j), (j, i)):
+                    self._in(a, "link", "set", self.links[(a, b)], "up")
+                    self._route(a, b)
+
+    def pids(self) -> list[int]:
+        """PIDs of the processes still running in the namespaces (all of them this test's)."""
+        out: list[int] = []
+        for name in self._made:
+            got = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True)
+            out += [int(p) for p in got.stdout.split()]
+        return out
+
+    def remove(self) -> None:
+        # Deleting a namespace deletes the veth ends in it, and with them their peers.
+        for name in self._made:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        for i in range(len(self.names)):
+            subprocess.run(["ip", "link", "del", self.links[(-1, i)]], capture_output=True)
+        self._made = []
+
+
+def _free_net() -> str:
+    """A ``10.a.b`` /24 no interface or route here uses."""
+    used = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout + \
+        subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
+    while True:
+        net = f"10.{100 + secrets.randbelow(150)}.{secrets.randbelow(256)}"
+        if f"{net}." not in used:
+            return net

@@ -10,6 +10,13 @@ that was a member once rejoins by itself when it starts again.
 
 Nodes are stopped by the PIDs this object started, and the shared epmd last, with
 ``epmd -port P -kill``.
+
+Given ``hosts`` (and ``launchers``), each node lives at an address of its own instead,
+e.g. in a network namespace a test made (``ip netns exec NS`` as its launcher): its
+name becomes ``r1@10.x.y.z`` (long names), and it runs its own epmd on that address,
+on the port all the nodes share. ``erl_args`` go to every node's Erlang VM (a lower
+``-kernel net_ticktime``), ``partition_handling`` into its ``rabbitmq.conf``
+(``cluster_partition_handling``).
 """
 
 from __future__ import annotations
@@ -38,9 +45,13 @@ class LocalRabbitCluster:
 
     def __init__(self, data_dir: Path, *, size: int = 3, epmd_port: int | None = None,
                  ports: list[tuple[int, int, int, int]] | None = None,
-                 prefix: str = "r") -> None:
+                 prefix: str = "r", hosts: list[str] | None = None,
+                 launchers: list[tuple[str, ...]] | None = None, erl_args: str = "",
+                 partition_handling: str | None = None) -> None:
         if size < 1:
             raise ServerError("a cluster needs at least one node")
+        if hosts is not None and len(hosts) != size:
+            raise ServerError(f"{len(hosts)} hosts for a cluster of {size} nodes")
         self.data_dir = Path(data_dir)
         if ports is None:
             flat = free_ports(4 * size + (epmd_port is None))
@@ -50,19 +61,27 @@ class LocalRabbitCluster:
         assert epmd_port is not None and len(ports) == size
         self.epmd_port = epmd_port
         cookie = self._cookie()
-        first = f"{prefix}1@localhost"
+        where = hosts or ["localhost"] * size
+        first = f"{prefix}1@{where[0]}"
+        common = (f"cluster_partition_handling = {partition_handling}\n"
+                  if partition_handling else "")
         self.nodes: list[LocalRabbitMQ] = []
         for i, (amqp, mgmt, stream, dist) in enumerate(ports, start=1):
-            name = f"{prefix}{i}@localhost"
+            name = f"{prefix}{i}@{where[i - 1]}"
             # The first node boots alone; every other one joins it at its first boot.
-            extra = "" if i == 1 else (
+            extra = common if i == 1 else common + (
                 "cluster_formation.peer_discovery_backend = classic_config\n"
                 f"cluster_formation.classic_config.nodes.1 = {first}\n"
             )
+            placed: dict[str, Any] = {}
+            if hosts is not None:
+                placed = dict(host=hosts[i - 1],
+                              launcher=launchers[i - 1] if launchers else ())
             self.nodes.append(LocalRabbitMQ(
                 self.data_dir / f"{prefix}{i}", amqp_port=amqp, management_port=mgmt,
                 stream_port=stream, dist_port=dist, epmd_port=epmd_port, nodename=name,
-                extra_config=extra, cookie=cookie, manage_epmd=False))
+                extra_config=extra, cookie=cookie, manage_epmd=False, erl_args=erl_args,
+                **placed))
 
     def _cookie(self) -> str:
         """The cluster's Erlang cookie: kept in the data directory across restarts."""
@@ -141,13 +160,18 @@ class LocalRabbitCluster:
         try:
             stop_each(reversed(self.nodes), timeout_s)
         finally:
-            stop_epmd(self.epmd_port)
+            self._stop_epmds()
 
     def kill(self) -> None:
         """SIGKILL every node, then end the epmd: the fast teardown for throwaway data."""
         for node in self.nodes:
             node.kill()
-        stop_epmd(self.epmd_port)
+        self._stop_epmds()
+
+    def _stop_epmds(self) -> None:
+        """The shared epmd, or each node's own when the nodes live at addresses apart."""
+        for host, launcher in dict.fromkeys((n.host, n.launcher) for n in self.nodes):
+            stop_epmd(self.epmd_port, host, launcher)
 
     # -- state -------------------------------------------------------------
     def running_pids(self) -> list[int]:

@@ -1,7 +1,8 @@
 """RabbitMQ and Redis from the system's binaries, run as the current user.
 
 No system service is touched: each server keeps everything (data, logs,
-config, Erlang cookie) in its own data directory, listens on 127.0.0.1 only,
+config, Erlang cookie) in its own data directory, listens on 127.0.0.1 only (or an
+address of its own in a network namespace a test made),
 and runs in a process group of its own, so that it and only it can be
 signalled. A data directory survives ``stop()``: starting again on it keeps
 durable queues, streams and the Redis append-only file.
@@ -80,8 +81,20 @@ class LocalRabbitMQ:
         extra_config: str = "",
         cookie: str | None = None,
         manage_epmd: bool = True,
+        host: str = HOST,
+        launcher: tuple[str, ...] = (),
+        erl_args: str = "",
     ) -> None:
         self.data_dir = Path(data_dir)
+        # Where the node listens (AMQP, stream, management, epmd, distribution): loopback,
+        # or an address of its own in a network namespace, which ``launcher`` enters
+        # (``ip netns exec NS``, before the server, rabbitmqctl and epmd). A node name
+        # whose host part has dots (``r1@10.1.2.3``) runs with long names.
+        self.host = host
+        self.launcher = tuple(launcher)
+        # Added to the Erlang VM's arguments, the node's and rabbitmqctl's
+        # (``-kernel net_ticktime 4``: both sides of a connection should agree).
+        self.erl_args = erl_args
         # Lines added to rabbitmq.conf (a cluster's peer discovery), the Erlang cookie
         # to write before the first boot (nodes of one cluster share it), and whether
         # stop() ends the epmd this node started (a cluster ends its shared epmd itself).
@@ -114,11 +127,11 @@ class LocalRabbitMQ:
 
     @property
     def amqp_url(self) -> str:
-        return f"amqp://guest:guest@{HOST}:{self.amqp_port}/%2F"
+        return f"amqp://guest:guest@{self.host}:{self.amqp_port}/%2F"
 
     @property
     def management_url(self) -> str:
-        return f"http://guest:guest@{HOST}:{self.management_port}"
+        return f"http://guest:guest@{self.host}:{self.management_port}"
 
     @property
     def node_log(self) -> Path:
@@ -143,12 +156,19 @@ class LocalRabbitMQ:
             RABBITMQ_PID_FILE=str(d / "rabbitmq.pid"),
             RABBITMQ_DIST_PORT=str(self.dist_port),
             ERL_EPMD_PORT=str(self.epmd_port),
-            # epmd and the Erlang distribution listen on loopback only, as AMQP does.
-            ERL_EPMD_ADDRESS=HOST,
-            RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
+            # epmd and the Erlang distribution listen on the node's address only, as
+            # AMQP does (epmd adds loopback by itself).
+            ERL_EPMD_ADDRESS=self.host,
+            RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=(
+                f"-kernel inet_dist_use_interface {{{self.host.replace('.', ',')}}} "
+                + self.erl_args).strip(),
             # A node that fails to boot writes its crash dump here, not in the cwd.
             ERL_CRASH_DUMP=str(d / "erl_crash.dump"),
         )
+        if "." in self.nodename.partition("@")[2]:
+            env["RABBITMQ_USE_LONGNAME"] = "true"
+        if self.erl_args:
+            env["RABBITMQ_CTL_ERL_ARGS"] = self.erl_args
         return env
 
     def _write_config(self) -> None:
@@ -156,14 +176,17 @@ class LocalRabbitMQ:
         for sub in ("home", "mnesia", "log"):
             (d / sub).mkdir(parents=True, exist_ok=True)
         (d / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = {HOST}:{self.amqp_port}\n"
-            f"management.tcp.ip = {HOST}\n"
+            f"listeners.tcp.default = {self.host}:{self.amqp_port}\n"
+            f"management.tcp.ip = {self.host}\n"
             f"management.tcp.port = {self.management_port}\n"
-            f"stream.listeners.tcp.default = {HOST}:{self.stream_port}\n"
+            f"stream.listeners.tcp.default = {self.host}:{self.stream_port}\n"
             "log.console = false\n"
             "log.file.level = info\n"
             "disk_free_limit.absolute = 50MB\n"
             "vm_memory_high_watermark.relative = 0.4\n"
+            # guest logs in from loopback only; a node at an address of its own (in a
+            # namespace a test made, reached from this host alone) lets it in there too.
+            + ("" if self.host == HOST else "loopback_users = none\n")
             + self.extra_config
         )
         if self.cookie is not None:
@@ -189,11 +212,12 @@ class LocalRabbitMQ:
         self._write_config()
         # An epmd already on the port is someone else's; only end one our node starts.
         self._owns_epmd = self.manage_epmd and (
-            self._owns_epmd or not port_answers(HOST, self.epmd_port))
+            self._owns_epmd or not port_answers(self.host, self.epmd_port))
         (self.data_dir / "rabbitmq.pid").unlink(missing_ok=True)
         self._node_pid = None
         began = time.monotonic()
-        self._proc = spawn_in_group([str(RABBITMQ_SERVER)], self.env(), self.log_file)
+        self._proc = spawn_in_group([*self.launcher, str(RABBITMQ_SERVER)], self.env(),
+                                    self.log_file)
         try:
             self._wait_ready(began + timeout_s, require_queues)
         except BaseException:
@@ -228,7 +252,7 @@ class LocalRabbitMQ:
 
     def _ready(self, require_queues: bool = True) -> bool:
         ports = (self.amqp_port, self.stream_port, self.management_port)
-        if not all(port_answers(HOST, port) for port in ports):
+        if not all(port_answers(self.host, port) for port in ports):
             return False
         if not (amqp_answers(self.amqp_url) and management_api_answers(self.management_url)):
             return False
@@ -276,14 +300,14 @@ class LocalRabbitMQ:
         if not self._owns_epmd:
             return
         self._owns_epmd = False
-        stop_epmd(self.epmd_port)
+        stop_epmd(self.epmd_port, self.host, self.launcher)
 
     def ctl(self, *args: str, timeout_s: float = 60) -> str:
         """Run ``rabbitmqctl args…`` against this node and return its stdout.
 
         Raises ServerError if it exits non-zero or takes longer than ``timeout_s``.
         """
-        argv = [str(RABBITMQCTL), "-n", self.nodename, *args]
+        argv = [*self.launcher, str(RABBITMQCTL), "-n", self.nodename, *args]
         try:
             result = subprocess.run(
                 argv,
@@ -315,8 +339,10 @@ class LocalRabbitMQ:
         self.ctl("eval", "[dets:sync(T) || T <- dets:all()].")
 
 
-def stop_epmd(port: int, timeout_s: float = 10.0) -> None:
-    """End the epmd listening on ``port`` (``epmd -port P -kill``); never raises.
+def stop_epmd(port: int, host: str = HOST, launcher: tuple[str, ...] = (),
+              timeout_s: float = 10.0) -> None:
+    """End the epmd listening on ``host:port`` (``epmd -port P -kill``, run through
+    ``launcher`` for an epmd in a network namespace); never raises.
 
     Only for an epmd this process started: each is bound to a port of its own.
     """
@@ -330,12 +356,12 @@ def stop_epmd(port: int, timeout_s: float = 10.0) -> None:
     # nodes in database"); right after a SIGKILL the dead node's entry can linger.
     deadline = time.monotonic() + timeout_s
     reply = ""
-    while port_answers(HOST, port, timeout_s=0.2):
+    while port_answers(host, port, timeout_s=0.2):
         if time.monotonic() >= deadline:
             log.warning("epmd on port %d did not stop: %s", port, reply)
             return
         result = subprocess.run(
-            [epmd, "-port", str(port), "-kill"],
+            [*launcher, epmd, "-port", str(port), "-kill"],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=10,

@@ -19,8 +19,15 @@ import time
 from typing import Any
 
 import pytest
-from brokers import all_online, busiest_leader, cluster_settings, connection_nodes, timed
-from cluster_load import ClusterLoad, primaries_applied
+from brokers import (
+    all_online,
+    busiest_leader,
+    cluster_settings,
+    connection_nodes,
+    primaries_applied,
+    timed,
+)
+from cluster_load import ClusterLoad
 from helpers import wait_until
 
 from liftline.cluster import bootstrap

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 import redis
-from brokers import all_online, cluster_settings
-from cluster_load import ClusterLoad, StateSampler, ownership_events, primaries_applied
+from brokers import all_online, cluster_settings, primaries_applied
+from cluster_load import ClusterLoad, StateSampler, ownership_events
 from helpers import wait_until
 from pipeline import newest_flush
 
