@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple, overload
 
 from liftline.errors import LiftlineError, Timeout
@@ -20,30 +20,54 @@ from liftline.tickets import Ticket
 
 
 class WriteFuture:
-    """The outcome of one write: its Ticket once confirmed, or the error."""
+    """The outcome of one write: its Ticket once confirmed, or the error.
 
-    __slots__ = ("_batch", "ticket")
+    A write :meth:`Producer.submit` staged is placed in a batch (and given its
+    sequence number) a moment later, by the publisher's thread or by whoever asks
+    this future first: ``ticket``, ``batch`` and ``result`` place it if need be.
+    """
 
-    def __init__(self, batch: Batch, ticket: Ticket) -> None:
+    __slots__ = ("_batch", "_seq", "_ticket", "_place")
+
+    def __init__(self, batch: Batch | None, ticket: Ticket | None = None,
+                 place: Callable[[], None] | None = None) -> None:
         self._batch = batch
-        self.ticket = ticket
+        self._ticket = ticket
+        self._seq = 0
+        self._place = place
+
+    def _placed(self) -> Batch:
+        if self._batch is None:
+            assert self._place is not None
+            self._place()
+            assert self._batch is not None
+        return self._batch
+
+    @property
+    def ticket(self) -> Ticket:
+        """The write's (partition, producer id, seq), known once it is placed."""
+        if self._ticket is None:
+            batch = self._placed()
+            self._ticket = Ticket(batch.partition, batch.producer_id, self._seq)
+        return self._ticket
 
     @property
     def batch(self) -> Batch:
         """The batch that carries this write (shared with the other writes in it)."""
-        return self._batch
+        return self._placed()
 
     def result(self, timeout: float | None = None) -> Ticket:
         """The ticket once RabbitMQ confirmed the write; raises its error otherwise."""
-        self._batch.wait(timeout)
+        self._placed().wait(timeout)
         return self.ticket
 
     def done(self) -> bool:
-        return self._batch.done
+        batch = self._batch
+        return batch is not None and batch.done
 
     def exception(self, timeout: float | None = None) -> LiftlineError | None:
         try:
-            self._batch.wait(timeout)
+            self._placed().wait(timeout)
         except LiftlineError as exc:
             return exc
         return None

@@ -111,6 +111,11 @@ class ConfirmingPublisher:
         #: Messages (batches) handed to the broker so far, republished ones included.
         self.published = 0
 
+    @property
+    def event_driven(self) -> bool:
+        """Whether it runs on an event-driven loop (asyncio): callers are on its thread."""
+        return self._loop.event_driven
+
     # -- thread-safe API ---------------------------------------------------
     def start(self) -> None:
         self._loop.run(self._begin)

@@ -241,7 +241,8 @@ def test_a_renewal_seals_the_open_batches_under_the_old_id(
     loop, wall, producer = renewing_producer(monkeypatch)
     k0 = next(f"a{i}" for i in range(100) if partition_for(f"a{i}", 2) == 0)
     k1 = next(f"b{i}" for i in range(100) if partition_for(f"b{i}", 2) == 1)
-    old = producer.submit("incr", k0, 1)            # opens partition 0's batch
+    old = producer.submit("incr", k0, 1)
+    assert old.ticket.seq == 1                      # placed: opens partition 0's batch
     wall[0] += 31
     fresh = producer.submit("incr", k1, 1)          # opens partition 1's: the id renews
     also = producer.submit("incr", k0, 1)           # partition 0 again, under the new id
@@ -260,8 +261,8 @@ def test_a_submit_many_call_renews_first_so_all_its_writes_share_one_id(
         monkeypatch: pytest.MonkeyPatch) -> None:
     loop, wall, producer = renewing_producer(monkeypatch)
     first_id = producer.producer_id
-    producer.submit("incr", "warm", 1)  # an open batch under the first id
-    wall[0] += 31
+    assert producer.submit("incr", "warm", 1).ticket.seq == 1  # placed: an open batch
+    wall[0] += 31                                                # under the first id
     futures = producer.submit_many([("incr", f"k{i}", 1) for i in range(20)])
     loop.advance(0.05)
     loop.channel.ack_all()
