@@ -47,8 +47,7 @@ class DurableStore(Protocol):
     def flushed_offsets(self, partitions: list[int]) -> dict[int, int]: ...
     def load(self, partition: int) -> tuple[dict[str, Entry], int, dict[str, int],
                                             dict[str, list[list[int]]]]: ...
-    def flush(self, batch: FlushBatch, epoch: int, previous: int | None = None,
-              tried: int | None = None) -> None: ...
+    def flush(self, batch: FlushBatch, epoch: int) -> None: ...
 
 
 class Host(Protocol):
@@ -85,8 +84,6 @@ class Owned:
     role: str
     epoch: int = 0
     flushed_offset: int = -1
-    # The offset of a flush that failed (it may have landed all the same).
-    tried_offset: int = -1
     # A promoted standby flushes only once it has applied at least this offset.
     min_flush_offset: int = -1
 
@@ -217,13 +214,12 @@ class Ownership:
             return
         batch = store.take_flush()
         try:
-            self.host.store.flush(batch, held.epoch, held.flushed_offset, held.tried_offset)
+            self.host.store.flush(batch, held.epoch)
         except Fenced as exc:
             self.drop(partition, str(exc))
             return
         except StoreError:
             store.restore_unflushed(batch)
-            held.tried_offset = batch.offset
             raise
         held.flushed_offset = batch.offset
 
