@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -9,9 +10,10 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from liftline.servers import rabbitmq_available, redis_available
 
@@ -117,3 +119,16 @@ class Up:
         assert self.proc.stdout is not None
         self.proc.stdout.close()
         return code
+
+
+def http_write_and_read(port: int, write: Mapping[str, Any]) -> Any:
+    """POST ``write`` to the ingest service on ``port`` (a 202 expected) and read its key
+    back with ``after`` its ticket (read-your-writes); returns the value read."""
+    posted = urllib.request.urlopen(urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/writes", method="POST", data=json.dumps(write).encode(),
+        headers={"Content-Type": "application/json"}), timeout=10)
+    assert posted.status == 202
+    ticket = json.load(posted)["ticket"]
+    read = urllib.request.urlopen(
+        f"http://127.0.0.1:{port}/v1/keys/{write['key']}?after={ticket}", timeout=10)
+    return json.load(read)["value"]

@@ -7,11 +7,17 @@ import re
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import Up, clean_env, missing_local_binaries, run_liftline, wait_until
+from helpers import (
+    Up,
+    clean_env,
+    http_write_and_read,
+    missing_local_binaries,
+    run_liftline,
+    wait_until,
+)
 from pipeline import REPO
 
 from liftline.servers.base import free_ports
@@ -38,15 +44,8 @@ def test_up_serves_the_cli_refuses_a_second_up_and_stops_cleanly(tmp_path: Path)
         for component in ("rabbitmq ready", "redis ready", "topology ready", "worker ready",
                           f"ingest ready: http://127.0.0.1:{ingest_port}"):
             assert component in out, out
-        posted = urllib.request.urlopen(urllib.request.Request(
-            f"http://127.0.0.1:{ingest_port}/v1/writes", method="POST",
-            data=b'{"op": "set", "key": "gate:7", "value": "open"}',
-            headers={"Content-Type": "application/json"}), timeout=10)
-        assert posted.status == 202
-        http_ticket = json.load(posted)["ticket"]
-        read = urllib.request.urlopen(
-            f"http://127.0.0.1:{ingest_port}/v1/keys/gate:7?after={http_ticket}", timeout=10)
-        assert json.load(read)["value"] == "open"
+        assert http_write_and_read(ingest_port, {"op": "set", "key": "gate:7",
+                                                 "value": "open"}) == "open"
 
         ticket = cli(["put", "skier:812", '{"lift": 21}'], urls, REPO).stdout.strip()
         assert ticket.count(".") == 2

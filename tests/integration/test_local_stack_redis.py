@@ -11,14 +11,12 @@ it printed is alive.
 
 from __future__ import annotations
 
-import json
 import re
 import signal
-import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import Up, clean_env, wait_until
+from helpers import Up, clean_env, http_write_and_read, wait_until
 from pipeline import REPO
 
 from liftline.reads.redis_reader import RedisReader
@@ -80,15 +78,8 @@ def test_up_with_a_replicated_redis_prints_the_url_it_uses_and_stops_on_ctrl_c(
             assert url == "redis+cluster://" + ",".join(
                 f"127.0.0.1:{redis_port + i}" for i in range(3)), url
 
-        posted = urllib.request.urlopen(urllib.request.Request(
-            f"http://127.0.0.1:{ingest_port}/v1/writes", method="POST",
-            data=b'{"op": "incr", "key": "lift:21", "value": 7}',
-            headers={"Content-Type": "application/json"}), timeout=10)
-        assert posted.status == 202
-        ticket = json.load(posted)["ticket"]
-        read = urllib.request.urlopen(
-            f"http://127.0.0.1:{ingest_port}/v1/keys/lift:21?after={ticket}", timeout=10)
-        assert json.load(read)["value"] == 7
+        assert http_write_and_read(ingest_port, {"op": "incr", "key": "lift:21",
+                                                 "value": 7}) == 7
 
         # The workers flushed it to the Redis behind the printed URL.
         printed = Settings.from_env({}, amqp_url=endpoints.amqp_url, redis_url=url,
