@@ -79,6 +79,7 @@ EVENTS = {
     "claims": re.compile(r"took partition \d+ as primary|promoted to primary of partition"),
     "fenced_by_check": re.compile(r"dropping partition \d+: claimed by another worker"),
     "flushes_refused": re.compile(r"dropping partition \d+: partition \d+: flush with epoch"),
+    "flushes_lost_by_redis": re.compile(r"a failover lost flushes"),
 }
 
 

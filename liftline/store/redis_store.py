@@ -27,14 +27,23 @@ from liftline.store.keys import Keys
 from liftline.store.memory import Entry, FlushBatch, pack_entry
 
 # ARGV: epoch, offset, n_changed, n_deleted, n_watermarks, n_dead, now, n_expired,
-#       horizon, n_gaps, then key/value pairs, deleted keys, producer/seq pairs, expired
-#       producer ids, dead-letter payloads, producer/gap-ranges pairs (an empty value
-#       deletes). Watermarks and gaps are the changed ones only.
+#       horizon, n_gaps, the offset the owner last flushed ('': not checked), then
+#       key/value pairs, deleted keys, producer/seq pairs, expired producer ids,
+#       dead-letter payloads, producer/gap-ranges pairs (an empty value deletes).
+#       Watermarks and gaps are the changed ones only.
 _FLUSH_LUA = """
 local current = tonumber(redis.call('HGET', KEYS[2], 'epoch') or '0')
 local epoch = tonumber(ARGV[1])
 if current > epoch then
   return {0, current}
+end
+-- Redis must hold at least the offset the owner last flushed (ARGV[11]); more is a
+-- flush of its that failed yet landed. Less means Redis lost flushes it had counted
+-- (a failover to a replica that lacked them): the owner's next changes would land
+-- on a hole, so it must load the partition again.
+local stored = tonumber(redis.call('HGET', KEYS[2], 'offset') or '-1')
+if ARGV[11] ~= '' and stored < tonumber(ARGV[11]) then
+  return {2, stored}
 end
 local nset, ndel = tonumber(ARGV[3]), tonumber(ARGV[4])
 local nwm, ndead, nexp = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[8])
@@ -50,7 +59,7 @@ local function in_steps(cmd, key, first, count, step)
   end
   return last + 1
 end
-local i = in_steps('HSET', KEYS[1], 11, 2 * nset, 1000)
+local i = in_steps('HSET', KEYS[1], 12, 2 * nset, 1000)
 i = in_steps('HDEL', KEYS[1], i, ndel, 500)
 i = in_steps('HSET', KEYS[3], i, 2 * nwm, 1000)
 in_steps('HDEL', KEYS[5], i, nexp, 500)  -- an expired producer's gaps go with it
@@ -354,17 +363,22 @@ class RedisStore:
         value, version = codec.unpack(raw)
         return value, version
 
-    def flush(self, batch: FlushBatch, epoch: int) -> None:
+    def flush(self, batch: FlushBatch, epoch: int, previous: int | None = None) -> None:
         """Write one partition's changes atomically under ``epoch``.
 
         Raises Fenced when the partition has a newer epoch (another worker owns
-        it now) and StoreUnavailable when Redis cannot be reached; in both cases
+        it now), or when ``previous`` (the offset this owner last flushed) is given
+        and Redis holds less (a failover lost flushes it had counted), so the
+        partition must be loaded again. More is fine: a flush that raised
+        StoreUnavailable may have landed all the same.
+        Raises StoreUnavailable when Redis cannot be reached. In every case
         nothing of the batch was written.
         """
         args: list[Any] = [
             epoch, batch.offset, len(batch.changed), len(batch.deleted),
             len(batch.watermarks), len(batch.dead), f"{time.time():.3f}",
             len(batch.expired), batch.horizon, len(batch.gaps),
+            "" if previous is None else previous,
         ]
         for key, entry in batch.changed:
             args.append(key)
@@ -384,10 +398,13 @@ class RedisStore:
                 self.keys.gaps(p)]
         try:
             ok, current = self._flush(keys=keys, args=args)
-            if ok:
+            if ok == 1:
                 self._replicated(f"flush of partition {p}")
         except redis.RedisError as exc:
             raise store_error(exc) from exc
+        if ok == 2:
+            raise Fenced(f"partition {p}: Redis holds offset {current}, behind {previous} "
+                         "flushed by this owner (a failover lost flushes); loading it again")
         if not ok:
             raise Fenced(f"partition {p}: flush with epoch {epoch} refused, current is {current}")
 

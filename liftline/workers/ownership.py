@@ -47,7 +47,7 @@ class DurableStore(Protocol):
     def flushed_offsets(self, partitions: list[int]) -> dict[int, int]: ...
     def load(self, partition: int) -> tuple[dict[str, Entry], int, dict[str, int],
                                             dict[str, list[list[int]]]]: ...
-    def flush(self, batch: FlushBatch, epoch: int) -> None: ...
+    def flush(self, batch: FlushBatch, epoch: int, previous: int | None = None) -> None: ...
 
 
 class Host(Protocol):
@@ -142,11 +142,15 @@ class Ownership:
             self.drop(partition, f"claimed by another worker "
                                  f"(epoch {epochs[partition]} > {leading[partition]})")
 
-    def take(self, partition: int, role: str) -> None:
+    def take(self, partition: int, role: str, claimed: tuple[int, int] | None = None) -> None:
+        """Load ``partition`` from Redis and consume its stream from there; a primary
+        claims it first (unless ``claimed`` gives the claim's epoch and offset)."""
         started = time.monotonic()
         durable = self.host.store
-        epoch, claimed_offset = durable.claim(partition, self.host.member_id) \
-            if role == PRIMARY else (0, -1)
+        if claimed is None:
+            claimed = durable.claim(partition, self.host.member_id) \
+                if role == PRIMARY else (0, -1)
+        epoch, claimed_offset = claimed
         data, offset, watermarks, gaps = durable.load(partition)
         # The worker checked at start that the cluster keeps this same window.
         store = PartitionStore(partition, reducers=self.reducers,
@@ -163,6 +167,16 @@ class Ownership:
     def promote(self, partition: int) -> None:
         held = self.owned[partition]
         epoch, flushed = self.host.store.claim(partition, self.host.member_id)
+        if flushed < held.flushed_offset:
+            # Redis lost flushes this standby already pruned (a Redis failover to a
+            # replica that lacked them): its changes no longer cover what Redis misses.
+            log.warning("partition %d: Redis holds offset %d, behind the %d this standby "
+                        "pruned to; loading it again to lead it", partition, flushed,
+                        held.flushed_offset)
+            self.host.stop_consuming(partition)
+            self.owned.pop(partition, None)
+            self.take(partition, PRIMARY, claimed=(epoch, flushed))
+            return
         held.role, held.epoch = PRIMARY, epoch
         held.min_flush_offset = flushed
         held.flushed_offset = flushed
@@ -214,7 +228,7 @@ class Ownership:
             return
         batch = store.take_flush()
         try:
-            self.host.store.flush(batch, held.epoch)
+            self.host.store.flush(batch, held.epoch, held.flushed_offset)
         except Fenced as exc:
             self.drop(partition, str(exc))
             return
@@ -232,7 +246,8 @@ class Ownership:
             held = self.owned.get(partition)
             if held is not None and held.role == STANDBY:
                 held.store.prune(offset)
-                held.flushed_offset = offset
+                # What it pruned stays pruned: an offset Redis lost does not bring it back.
+                held.flushed_offset = max(held.flushed_offset, offset)
 
     # -- what the worker reports ------------------------------------------
     def pending_writes(self) -> int:

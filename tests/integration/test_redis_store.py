@@ -99,3 +99,20 @@ def test_gaps_flush_with_their_partition_load_back_and_clear_when_filled(redis_c
     assert replica.get("n") == (6, 6)
     rs.flush(replica.take_flush(), epoch)
     assert rs.gaps([1]) == {1: {"other": [[1, 2]]}}
+
+
+def test_a_flush_on_a_state_redis_lost_flushes_of_is_refused(redis_client, cluster_name):
+    # What a failover to a replica that lacked counted flushes leaves: Redis' offset
+    # behind what the owner flushed. The owner's next changes must not land on it.
+    rs = RedisStore(redis_client, cluster_name)
+    epoch, offset = rs.claim(0, "w1")
+    assert offset == -1
+    rs.flush(_store_with([["set", "a", 1]], 5).take_flush(), epoch, previous=-1)
+    rs.flush(_store_with([["set", "b", 2]], 9).take_flush(), epoch, previous=5)
+    redis_client.hset(rs.keys.state(0), "offset", 5)  # the flush at 9 lost
+    with pytest.raises(Fenced, match="Redis holds offset 5, behind 9 .*a failover lost flushes"):
+        rs.flush(_store_with([["set", "c", 3]], 12).take_flush(), epoch, previous=9)
+    assert "c" not in decoded(rs.load(0)[0])
+    # Redis ahead of the owner is a flush that raised yet landed (its WAIT fell short).
+    rs.flush(_store_with([["set", "c", 3]], 12).take_flush(), epoch, previous=3)
+    assert rs.load(0)[1] == 12

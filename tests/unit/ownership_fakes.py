@@ -61,12 +61,15 @@ class FakeDurable:
         return (copy.deepcopy(self.data[partition]), self.offset.get(partition, -1),
                 dict(self.watermarks[partition]), copy.deepcopy(self.gaps[partition]))
 
-    def flush(self, batch: FlushBatch, epoch: int) -> None:
+    def flush(self, batch: FlushBatch, epoch: int, previous: int | None = None) -> None:
         self._reach()
         p = batch.partition
         if self.epoch[p] > epoch:
             raise Fenced(f"partition {p}: flush with epoch {epoch} refused, "
                          f"current is {self.epoch[p]}")
+        stored = self.offset.get(p, -1)
+        if previous is not None and stored < previous:
+            raise Fenced(f"partition {p}: Redis holds offset {stored}, not {previous}")
         for key, entry in batch.changed:
             self.data[p][key] = copy.deepcopy(entry)
         for key in batch.deleted:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import copy
 from pathlib import Path
 
 import pytest
@@ -166,6 +167,63 @@ def test_a_flush_that_cannot_reach_redis_keeps_its_changes_for_the_next(
     durable.down = False
     a.ownership.flush_all()
     assert durable.values(0) == {"k": 1} and durable.offset[0] == 0
+
+
+def test_a_flush_onto_state_redis_lost_reloads_the_partition_and_loses_nothing(
+        durable, registry, streams):
+    # Redis replicates asynchronously: a failover can promote a replica that lacks a
+    # flush WAIT counted. The owner must not build on that hole; it loads again.
+    a = _node("a", durable, registry, streams, partitions=1)
+    a.turn()
+    streams.publish(0, ["set", "k", 1], ["incr", "n", 1])
+    a.host.pump()
+    a.ownership.flush_all()
+    before = copy.deepcopy((durable.data[0], durable.offset[0], durable.watermarks[0]))
+    streams.publish(0, ["set", "k", 2], ["incr", "n", 1])
+    a.host.pump()
+    a.ownership.flush_all()
+    assert durable.offset[0] == 1
+    durable.data[0], durable.offset[0], durable.watermarks[0] = before  # the failover
+    streams.publish(0, ["set", "j", 3], ["incr", "n", 1])
+    a.host.pump()
+    a.ownership.flush_all()
+    assert 0 not in a.ownership.owned  # refused, not written over the hole
+    assert durable.offset[0] == 0 and durable.values(0) == {"k": 1, "n": 1}
+    a.turn()  # still the owner: claims and loads it again, then replays the stream
+    a.host.pump()
+    a.ownership.flush_all()
+    assert durable.values(0) == streams.fold(0) == {"k": 2, "n": 3, "j": 3}
+    assert durable.offset[0] == 2 and durable.epoch[0] == 2
+
+
+def test_a_standby_promoted_onto_state_redis_lost_loads_it_again(durable, registry, streams):
+    # The standby pruned the changes its primary flushed; Redis then lost some of those
+    # flushes. Its own dirty set no longer covers what Redis misses: it must reload.
+    a = _node("a", durable, registry, streams, partitions=1)
+    a.turn()
+    b = _node("b", durable, registry, streams, partitions=1)
+    b.turn()
+    streams.publish(0, ["set", "k", 1], ["incr", "n", 1])
+    a.host.pump()
+    a.ownership.flush_all()
+    before = copy.deepcopy((durable.data[0], durable.offset[0], durable.watermarks[0]))
+    streams.publish(0, ["set", "gone", 1], ["incr", "n", 1])
+    streams.publish(0, ["delete", "k", None])
+    a.host.pump()
+    a.ownership.flush_all()
+    b.host.pump()
+    b.turn()
+    assert b.ownership.owned[0].flushed_offset == 2 and not b.ownership.owned[0].store.dirty
+    durable.data[0], durable.offset[0], durable.watermarks[0] = before  # the failover
+    b.turn()  # still a standby: what it pruned stays pruned, whatever Redis says now
+    assert b.ownership.owned[0].flushed_offset == 2
+    a.crash()
+    b.turn()
+    assert b.roles() == {0: PRIMARY} and b.ownership.owned[0].store.applied_offset == 0
+    b.host.pump()
+    b.ownership.flush_all()
+    assert durable.values(0) == streams.fold(0) == {"n": 2, "gone": 1}
+    assert durable.offset[0] == 2
 
 
 def test_standbys_forget_the_changes_their_primary_flushed(durable, registry, streams):
