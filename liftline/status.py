@@ -102,27 +102,37 @@ def gather(settings: Settings) -> dict[str, Any]:
 
 
 def _bounds(settings: Settings, partitions: int) -> dict[int, StreamBounds]:
-    """Every stream's bounds, read through one node; through the next one when that
-    fails, once per node at most. Right after a node of a cluster dies or comes back,
-    RabbitMQ 3.10 refuses or crashes stream consumers on some nodes for a few seconds
-    ("does not have a replica on the local node"; 541 INTERNAL_ERROR from
-    ``{case_clause,{error,nodedown}}`` in rabbit_stream_queue:init)."""
+    """Every stream's bounds, read through one node; the streams it could not read,
+    through the next one, once per node at most. Right after a node of a cluster dies
+    or comes back, RabbitMQ 3.10 refuses or crashes stream consumers on some nodes
+    for a few seconds ("does not have a replica on the local node"; 541
+    INTERNAL_ERROR from ``{case_clause,{error,nodedown}}`` in
+    rabbit_stream_queue:init). What no node could read keeps its ``error``."""
     nodes = Nodes(settings)
+    bounds: dict[int, StreamBounds] = {}
+    todo = list(range(partitions))
     for left in range(len(nodes), 0, -1):
         conn = connect_blocking(settings, name="liftline-status", attempts=2,
                                 timeout_s=settings.query_timeout_s, nodes=nodes)
         try:
-            return stream_bounds(conn, Names(settings.cluster), partitions)
+            read = stream_bounds(conn, Names(settings.cluster), todo)
         except BrokerError as exc:
             if left == 1:
                 raise
             log.info("stream bounds through %s failed (%s); trying the next node",
                      mask_url(nodes.current), exc)
+            continue
         finally:
             if conn.is_open:
                 with contextlib.suppress(pika.exceptions.AMQPError, OSError):
                     conn.close()
-    raise AssertionError("unreachable")
+        bounds.update(read)
+        todo = [p for p, b in read.items() if b.error is not None]
+        if not todo:
+            break
+        log.info("stream bounds of partitions %s refused through %s; trying the next node",
+                 todo, mask_url(nodes.current))
+    return bounds
 
 
 def _gap_columns(row: dict[str, Any], members: dict[str, dict[str, Any]],
@@ -206,7 +216,11 @@ def _partition_row(p: int, state: dict[str, str], owner: str | None,
         "replicas": holders,
         "retention_margin": margin,
         "flush_age_s": None if flushed_at is None else round(now - flushed_at, 3),
+        "stream_error": bounds.error,
     }
+    if bounds.error is not None:
+        warnings.append(f"partition {p}: stream offsets unreadable ({bounds.error}); "
+                        "lag and retention margin unknown")
     if primary is None and (last >= 0 or members):
         warnings.append(f"partition {p}: no live primary")
     if members and len(holders) < min(replicas, len(members)):
