@@ -33,6 +33,16 @@ class FakeDurable:
         self.accepted: list[tuple[int, int, int]] = []  # (partition, offset, epoch) per flush
         self.down = False
 
+    def snapshot(self, partition: int) -> tuple[Any, ...]:
+        """A copy of the partition's data, offset and watermarks (not its epoch)."""
+        return copy.deepcopy((self.data[partition], self.offset[partition],
+                              self.watermarks[partition]))
+
+    def lose_flushes(self, partition: int, snapshot: tuple[Any, ...]) -> None:
+        """A failover to a replica that lacked the flushes since ``snapshot``: the
+        partition's state goes back to it, its epoch stays."""
+        self.data[partition], self.offset[partition], self.watermarks[partition] = snapshot
+
     def _reach(self) -> None:
         if self.down:
             raise StoreUnavailable("Redis unreachable: fake outage")

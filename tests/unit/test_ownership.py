@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import copy
 from pathlib import Path
 
 import pytest
@@ -178,12 +177,12 @@ def test_a_flush_onto_state_redis_lost_reloads_the_partition_and_loses_nothing(
     streams.publish(0, ["set", "k", 1], ["incr", "n", 1])
     a.host.pump()
     a.ownership.flush_all()
-    before = copy.deepcopy((durable.data[0], durable.offset[0], durable.watermarks[0]))
+    before = durable.snapshot(0)
     streams.publish(0, ["set", "k", 2], ["incr", "n", 1])
     a.host.pump()
     a.ownership.flush_all()
     assert durable.offset[0] == 1
-    durable.data[0], durable.offset[0], durable.watermarks[0] = before  # the failover
+    durable.lose_flushes(0, before)
     streams.publish(0, ["set", "j", 3], ["incr", "n", 1])
     a.host.pump()
     a.ownership.flush_all()
@@ -206,7 +205,7 @@ def test_a_standby_promoted_onto_state_redis_lost_loads_it_again(durable, regist
     streams.publish(0, ["set", "k", 1], ["incr", "n", 1])
     a.host.pump()
     a.ownership.flush_all()
-    before = copy.deepcopy((durable.data[0], durable.offset[0], durable.watermarks[0]))
+    before = durable.snapshot(0)
     streams.publish(0, ["set", "gone", 1], ["incr", "n", 1])
     streams.publish(0, ["delete", "k", None])
     a.host.pump()
@@ -214,7 +213,7 @@ def test_a_standby_promoted_onto_state_redis_lost_loads_it_again(durable, regist
     b.host.pump()
     b.turn()
     assert b.ownership.owned[0].flushed_offset == 2 and not b.ownership.owned[0].store.dirty
-    durable.data[0], durable.offset[0], durable.watermarks[0] = before  # the failover
+    durable.lose_flushes(0, before)
     b.turn()  # still a standby: what it pruned stays pruned, whatever Redis says now
     assert b.ownership.owned[0].flushed_offset == 2
     a.crash()
