@@ -185,12 +185,6 @@ def test_statistics_sum_every_ingest_process(settings, workers, ingest):
             with lock:
                 sent += 1
 
-    threads = [threading.Thread(target=load) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert sent == 200
     per_process: Counter = Counter()
 
     def both_processes_seen() -> bool:
@@ -205,8 +199,21 @@ def test_statistics_sum_every_ingest_process(settings, workers, ingest):
         per_process[producer] = counted
         return len(per_process) >= 2
 
-    wait_until(both_processes_seen, 30, message="/metrics of both processes")
-    assert sum(per_process.values()) == 200 and all(per_process.values()), per_process
+    # The kernel hands a shared socket's connections to whichever process accepts
+    # first: on a busy machine one process can take a whole round, so rounds of 200
+    # go on (5 at most) until both have served some.
+    for _ in range(5):
+        threads = [threading.Thread(target=load) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        per_process.clear()
+        wait_until(both_processes_seen, 30, message="/metrics of both processes")
+        if all(per_process.values()):
+            break
+    assert sent >= 200 and sent % 200 == 0, sent
+    assert sum(per_process.values()) == sent and all(per_process.values()), (sent, per_process)
 
     def counted() -> int:
         client = Http(server.url)
