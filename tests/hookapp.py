@@ -9,6 +9,7 @@ must change nothing; ``GiveUpOnPermanent`` ends a job dead at its first
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -33,11 +34,19 @@ def _counts_key() -> str:
 class Counting(JobHook):
     def __init__(self) -> None:
         self._redis: redis.Redis | None = None
+        self._lock = threading.Lock()
+
+    def _client(self) -> redis.Redis:
+        # Made on first use (after a process pool's fork), once: handler threads that
+        # each made one raced, and the client dropped by the loser closed, when
+        # collected, the socket the other thread was reading (EBADF, a lost count).
+        with self._lock:
+            if self._redis is None:
+                self._redis = redis.Redis.from_url(os.environ["LIFTLINE_REDIS_URL"])
+            return self._redis
 
     def _count(self, *fields: str) -> None:
-        if self._redis is None:
-            self._redis = redis.Redis.from_url(os.environ["LIFTLINE_REDIS_URL"])
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = self._client().pipeline(transaction=False)
         for field in fields:
             pipe.hincrby(_counts_key(), field, 1)
         pipe.execute()
