@@ -217,7 +217,7 @@ def _recovery(ctx: Context) -> dict[str, Any]:
         wanted = list(tracker.submitted_seq)
         conn = connect_blocking(settings, name="bench-stream-bounds")
         try:
-            bounds = stream_bounds(conn, Names(settings.cluster), settings.partitions)
+            bounds = stream_bounds(conn, Names(settings.cluster), list(range(settings.partitions)))
         finally:
             conn.close()
         tail = {p: b.last for p, b in bounds.items()}

@@ -41,13 +41,12 @@ class StreamBounds:
 def stream_bounds(
     connection: pika.BlockingConnection,
     names: Names,
-    partitions: int | list[int],
+    partitions: list[int],
     *,
     idle_s: float = 0.15,
     max_s: float = 3.0,
 ) -> dict[int, StreamBounds]:
-    """First and last offset of every partition's stream (``partitions`` is a count,
-    or the partitions to read), read in one pass.
+    """First and last offset of the stream of each of ``partitions``, read in one pass.
 
     Returns once every stream has given both bounds, or nothing new came for
     ``idle_s`` (an empty stream sends nothing), and within ``max_s`` in any case.
@@ -55,12 +54,11 @@ def stream_bounds(
     A stream whose consumer the broker refuses gets its ``error`` set; a fault of
     the connection raises :class:`BrokerUnavailable`.
     """
-    wanted = list(range(partitions)) if isinstance(partitions, int) else list(partitions)
-    bounds = {p: StreamBounds() for p in wanted}
+    bounds = {p: StreamBounds() for p in partitions}
     last_seen = [time.monotonic()]
     channels: dict[int, Any] = {}
     try:
-        present = _existing_streams(connection, names, wanted)
+        present = _existing_streams(connection, names, partitions)
         for p in present:
             try:
                 channels[p] = _consume_bounds(connection, names.stream(p), bounds[p],

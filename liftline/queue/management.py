@@ -24,22 +24,33 @@ from liftline.errors import BrokerUnavailable
 from liftline.settings import Settings, mask_url
 
 
-def management_get(url: str, path: str, timeout_s: float = 2.0) -> Any:
-    """GET ``path`` from the management API at ``url``; its JSON, or None if it did not
-    answer 200. Credentials come from the URL's userinfo (``http://user:pass@host:port``)."""
+def management_request(url: str, path: str, *, method: str = "GET",
+                       body: Any = None) -> urllib.request.Request:
+    """A request for ``path`` on the management API at ``url``, with the credentials of
+    the URL's userinfo (``http://user:pass@host:port``; guest by default) and ``body``
+    as JSON if given. ValueError if the URL's port is out of range."""
     parts = urllib.parse.urlsplit(url)
     user = urllib.parse.unquote(parts.username or "guest")
     password = urllib.parse.unquote(parts.password or "guest")
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     netloc = parts.hostname or "127.0.0.1"
+    if parts.port:  # raises ValueError when out of range
+        netloc = f"{netloc}:{parts.port}"
+    headers = {"Authorization": f"Basic {token}"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    return urllib.request.Request(
+        f"{parts.scheme}://{netloc}{path}", method=method, headers=headers,
+        data=None if body is None else json.dumps(body).encode())
+
+
+def management_get(url: str, path: str, timeout_s: float = 2.0) -> Any:
+    """GET ``path`` from the management API at ``url``; its JSON, or None if it did not
+    answer 200 (see :func:`management_request` for the credentials)."""
     try:
-        port = parts.port
-    except ValueError:  # out of range: nothing can answer there
+        request = management_request(url, path)
+    except ValueError:  # a port out of range: nothing can answer there
         return None
-    if port:
-        netloc = f"{netloc}:{port}"
-    request = urllib.request.Request(f"{parts.scheme}://{netloc}{path}",
-                                     headers={"Authorization": f"Basic {token}"})
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return json.load(response) if response.status == 200 else None

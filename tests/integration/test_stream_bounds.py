@@ -8,8 +8,6 @@ replica of the stream is restarting ("does not have a replica on the local node"
 
 from __future__ import annotations
 
-import base64
-import json
 import secrets
 import urllib.parse
 import urllib.request
@@ -21,6 +19,7 @@ import pytest
 from liftline import status
 from liftline.cluster import bootstrap
 from liftline.queue.inspect import stream_bounds
+from liftline.queue.management import management_request
 from liftline.queue.topology import Names
 from liftline.servers.base import Endpoints
 from liftline.settings import Settings
@@ -31,12 +30,7 @@ WRITES = {0: 3, 1: 1, 2: 5}  # per partition; partition 3 gets none
 def management(endpoints: Endpoints, method: str, path: str, body: object | None) -> None:
     if endpoints.management_url is None:
         pytest.skip("needs the broker's management API to add a user")
-    parts = urllib.parse.urlsplit(endpoints.management_url)
-    token = base64.b64encode(f"{parts.username}:{parts.password}".encode()).decode()
-    request = urllib.request.Request(
-        f"{parts.scheme}://{parts.hostname}:{parts.port}{path}", method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Basic {token}", "content-type": "application/json"})
+    request = management_request(endpoints.management_url, path, method=method, body=body)
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status in (201, 204), response.status
 
@@ -76,7 +70,7 @@ def test_a_refused_stream_has_an_error_and_the_others_their_bounds(
         refused_on_p2: Settings) -> None:
     conn = pika.BlockingConnection(pika.URLParameters(refused_on_p2.amqp_url))
     try:
-        bounds = stream_bounds(conn, Names(refused_on_p2.cluster), 4)
+        bounds = stream_bounds(conn, Names(refused_on_p2.cluster), list(range(4)))
     finally:
         conn.close()
     assert bounds[2].error is not None and "ACCESS_REFUSED" in bounds[2].error
