@@ -10,6 +10,7 @@ seconds and the messages it published, then closes the Producer and exits 0.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     producer = Producer(settings, declare=False)  # the parent declared the topology
     try:
         producer.write("set", f"warmup:{args.index}", 0, timeout=30)
+        gc.collect()  # as the threaded cases: from a collected heap
         _say({"ready": os.getpid()})
         if not sys.stdin.readline():
             return 1  # the parent went away

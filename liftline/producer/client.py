@@ -97,8 +97,10 @@ class Producer:
         self._unsettled: deque[Batch] = deque()
         self._next_seq = [1] * self._partitions
         self._buffered = 0
-        # Writes submit() took and nobody placed in a batch yet: (partition, packed, future).
-        self._staged: deque[tuple[int, bytes, WriteFuture]] = deque()
+        # Writes submit() took and nobody placed in a batch yet: their futures, each
+        # carrying its partition and packed write until placed.
+        self._staged: deque[WriteFuture] = deque()
+        self._place_bound = self._place_now  # one bound method for every future
         self._staged_at = 0.0  # when the staged writes began to pile up (monotonic)
         _LIVE.add(self)
         self._jobs: JobClient | None = None
@@ -140,10 +142,10 @@ class Producer:
         # so the staged writes keep the order in which they were submitted; the
         # publisher's thread (or the first caller to ask a future) places them in
         # batches and numbers them, under the lock, in that order.
-        future = WriteFuture(None, None, self._place_now)
+        future = WriteFuture(None, None, self._place_bound, partition, packed)
         if not staged:  # the linger of the batches these writes go into starts now
             self._staged_at = time.monotonic()
-        staged.append((partition, packed, future))
+        staged.append(future)
         if self._event_driven or self._linger_zero or len(staged) >= self._max_writes:
             self._place_now()
         return future
@@ -164,7 +166,10 @@ class Producer:
         staged, opened_any, wake = self._staged, False, False
         max_writes, max_bytes, open_ = self._max_writes, self._max_bytes, self._open
         while staged:
-            partition, packed, future = staged.popleft()
+            future = staged.popleft()
+            partition, packed = future._partition, future._packed
+            assert packed is not None
+            future._packed = None
             size = len(packed)
             batch = open_[partition]
             if batch is None or batch.size + size > max_bytes:
