@@ -10,7 +10,9 @@ ingest`` with 1 and 2 processes. wrk (64 connections, 2 threads) posts
 and then the same lift-ride requests go to a bare Starlette handler that writes
 straight to Redis (``benchmarks/ingest_baseline.py``), served the same way.
 After each lift-ride run the rides applied by the worker are counted in Redis:
-at least every 2xx answer must be there. Results: benchmarks/results/ingest.md
+at least every 2xx answer must be there. With ``--client N`` the package's own load
+client (``examples.skiresort.client``) posts N rides to each lift-ride server too,
+after wrk. Results: benchmarks/results/ingest.md
 (and printed). Bounded: every wrk run lasts --duration seconds.
 """
 
@@ -81,6 +83,7 @@ class Run:
             partitions=args.partitions, ingest_linger_ms=args.linger_ms)
         self.client = redis.Redis.from_url(servers.redis_url)
         self.rows: list[dict[str, Any]] = []
+        self.client_rows: list[dict[str, Any]] = []
         self.worker: subprocess.Popen[bytes] | None = None
 
     def start_worker(self) -> None:
@@ -105,6 +108,31 @@ class Run:
             f"non-2xx {figures['non2xx']}, socket errors {figures['errors']}")
         self.rows.append(figures)
         return figures
+
+    def measure_client(self, name: str, url: str, pids: dict[str, int]) -> None:
+        """The package's own load client (``examples.skiresort.client``, --client rides,
+        no read-back) against ``url``: its throughput and latency, and the CPU used."""
+        a = self.args
+        if a.wait_quiet:
+            self.wait_quiet(pids)
+        out = self.logs / f"client-{len(self.client_rows)}"
+        meter = CpuMeter({**self.servers.server_pids(), **pids}).start()
+        with open(self.logs / "client.log", "ab") as log:
+            subprocess.run([sys.executable, "-m", "examples.skiresort.client", "--url", url,
+                            "--total", str(a.client), "--read-back", "none",
+                            "--out", str(out)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                           timeout=max(120.0, a.client / 100), check=False)
+        cpu = meter.stop()
+        try:
+            figures = json.loads((out / "summary.json").read_text())
+        except (OSError, ValueError):
+            say(f"{name}: the load client wrote no summary (see {self.logs / 'client.log'})")
+            return
+        figures["name"], figures["cpu"] = name, cpu
+        lat = figures["latency_ms"]
+        say(f"{name}: {figures['throughput_per_s']:,.0f} rides/s, p99 {lat['p99']} ms, "
+            f"failures {figures['failures']}")
+        self.client_rows.append(figures)
 
     def wait_quiet(self, pids: dict[str, int]) -> None:
         """Wait (up to --wait-quiet s) until other processes use < 0.3 cores: a shared machine."""
@@ -152,6 +180,9 @@ class Run:
             say(f"  rides acknowledged (2xx) {acked:,}, applied by the worker {applied:,}")
             self.measure(f"batches of 100, liftline, {processes} process(es)", server.url,
                          "batch.lua", pids, 100)
+            if self.args.client:
+                self.measure_client(f"load client, liftline, {processes} process(es)",
+                                    server.url, pids)
         finally:
             server.stop()
 
@@ -170,6 +201,9 @@ class Run:
                 pids[f"baseline.{n}"] = child
             self.measure(f"lift rides, bare Starlette → Redis, {processes} process(es)",
                          f"http://127.0.0.1:{port}", "lift_ride.lua", pids, 3)
+            if self.args.client:
+                self.measure_client(f"load client, bare Starlette → Redis, {processes} "
+                                    "process(es)", f"http://127.0.0.1:{port}", pids)
         finally:
             proc.terminate()
             proc.wait(30)
@@ -234,8 +268,35 @@ def report(run: Run, meta: dict[str, Any]) -> str:
                          f"{ours['acked']:,}; "
                          f"applied by the worker {ours['applied']:,} ({verdict}; requests still"
                          " in flight when wrk stopped may be applied without being counted)")
-    lines += ["", *cpu_budget(run.rows), ""]
+    lines += ["", *cpu_budget(run.rows), "", *client_table(run), ""]
     return "\n".join(lines)
+
+
+def client_table(run: Run) -> list[str]:
+    """The load client's runs (``--client N``), and liftline against the baseline."""
+    if not run.client_rows:
+        return []
+    out = [f"## The package's own load client (`python -m examples.skiresort.client --total "
+           f"{run.args.client} --read-back none`: 32 threads of 1,000 rides, then 200 "
+           "threads, one connection each)", "",
+           "| Run | rides/s | 201s | failures | mean ms | p50 ms | p99 ms | max ms |"
+           " CPU cores while measuring |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in run.client_rows:
+        lat = r["latency_ms"]
+        out.append(f"| {r['name']} | {r['throughput_per_s']:,.0f} | {r['successes']:,} | "
+                   f"{r['failures']} | {lat['mean']} | {lat['median']} | {lat['p99']} | "
+                   f"{lat['max']} | {_cpu(r['cpu'])} |")
+    by_name = {r["name"]: r for r in run.client_rows}
+    out.append("")
+    for n in run.args.processes:
+        ours = by_name.get(f"load client, liftline, {n} process(es)")
+        base = by_name.get(f"load client, bare Starlette → Redis, {n} process(es)")
+        if ours and base and base["throughput_per_s"]:
+            out.append(f"- {n} process(es): liftline / bare Starlette → Redis with the load "
+                       f"client = {ours['throughput_per_s'] / base['throughput_per_s']:.2f}× "
+                       f"rides/s (p99 {ours['latency_ms']['p99']} vs "
+                       f"{base['latency_ms']['p99']} ms)")
+    return out
 
 
 def _uvicorn_stack() -> str:
@@ -279,11 +340,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="partitions of the benchmark's cluster (default 16)")
     parser.add_argument("--linger-ms", type=float, default=Settings().ingest_linger_ms,
                         help="ingest_linger_ms of the ingest processes (default %(default)s)")
+    parser.add_argument("--client", type=int, default=0, metavar="RIDES",
+                        help="also post RIDES lift rides with the package's load client "
+                        "(examples.skiresort.client) to each lift-ride server (default: no)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
                         help="before each run, wait up to S s for other processes to go quiet")
     args = parser.parse_args(argv)
     args.processes = [int(n) for n in args.processes.split(",") if n.strip()]
+    if args.client < 0:
+        parser.error("--client: a number of rides, 0 for none")
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install wrk)")
     meta = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),

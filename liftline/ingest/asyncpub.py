@@ -1,7 +1,7 @@
 """Confirmed writes from asyncio code: the Producer with its publisher on the event loop.
 
 One :class:`AsyncWriter` per process (one producer id). Writes are batched per
-partition for ``ingest_linger_ms`` (1 ms) and one RabbitMQ confirm settles a
+partition for ``ingest_linger_ms`` (5 ms) and one RabbitMQ confirm settles a
 whole batch; each batch gets one asyncio future that every request in it
 awaits, so a confirm costs one callback, not one per request. A write is
 reported confirmed only after RabbitMQ confirmed its batch; a nack, a return,
