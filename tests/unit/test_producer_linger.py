@@ -109,6 +109,31 @@ def test_a_batch_is_sealed_at_batch_max_writes_without_waiting_for_linger(loop):
     assert [f.result(0).seq for f in futures] == list(range(1, 8))
 
 
+def test_a_submitter_does_not_queue_for_the_lock_another_thread_holds(loop):
+    """Past a batch of staged writes, submit places them only if the Producer's lock is
+    free: with the lock held elsewhere (here by this test, for the publisher's thread
+    or another submitter), ten batches' worth of submits return at once, and the writes
+    go out in submit order, numbered in that order, once the holder lets go."""
+    producer = make(loop, batch_max_writes=3, linger_ms=1000)
+    (key,) = keys_in(1, 1)
+    futures: list[Any] = []
+    with producer._lock:
+        done = threading.Event()
+
+        def submit_all() -> None:
+            futures.extend(producer.submit("incr", key, n) for n in range(30))
+            done.set()
+
+        threading.Thread(target=submit_all).start()
+        assert done.wait(5), "a submitter waited for the lock it found taken"
+        assert loop.published == []  # nothing was placed meanwhile
+    loop.advance(1.0)  # the publisher's next turn places and sends the staged writes
+    sent = [(first, [w[2] for w in writes]) for _, _, _, first, writes in stream(loop)]
+    assert sent == [(1 + 3 * i, [3 * i, 3 * i + 1, 3 * i + 2]) for i in range(10)]
+    loop.channel.ack_all()
+    assert [f.result(0).seq for f in futures] == list(range(1, 31))
+
+
 def test_a_batch_is_sealed_before_it_would_pass_the_byte_cap(loop):
     cap = 1024
     producer = make(loop, batch_max_bytes=cap, linger_ms=1000)
@@ -175,7 +200,9 @@ def test_seqs_per_partition_are_consecutive_and_tickets_name_their_write(loop):
     assert len(applied) == len(keys)
 
 
-def test_a_full_buffer_raises_timeout_when_the_publisher_takes_nothing(loop):
+def test_a_full_buffer_raises_timeout_while_nothing_is_confirmed(loop):
+    """max_buffered counts writes until their confirm: handed to the publisher and
+    published is not enough, an outage or a slow broker cannot grow it."""
     producer = make(loop, max_buffered=3, confirm_timeout_s=0.2)
     (key,) = keys_in(0, 1)
     for n in range(3):
@@ -183,11 +210,15 @@ def test_a_full_buffer_raises_timeout_when_the_publisher_takes_nothing(loop):
     # Nothing runs the loop, so nothing leaves the buffer: the 4th waits, then gives up.
     with pytest.raises(Timeout, match="producer buffer full"):
         producer.submit("set", key, 3)
-    loop.advance(LINGER_S * 2)
+    loop.advance(LINGER_S * 2)  # published, not confirmed: still full
+    assert len(loop.published) == 1
+    with pytest.raises(Timeout, match="producer buffer full"):
+        producer.submit("set", key, 3)
+    loop.channel.ack_all()
     assert producer.submit("set", key, 4).ticket == Ticket(0, "prod", 4)
 
 
-def test_a_full_buffer_blocks_a_writer_until_the_publisher_takes_the_batch(loop):
+def test_a_full_buffer_blocks_a_writer_until_a_confirm_makes_room(loop):
     producer = make(loop, max_buffered=3)
     (key,) = keys_in(0, 1)
     for n in range(3):
@@ -197,11 +228,27 @@ def test_a_full_buffer_blocks_a_writer_until_the_publisher_takes_the_batch(loop)
     writer.start()
     writer.join(0.1)
     assert writer.is_alive() and result == []
-    loop.advance(LINGER_S * 2)  # the tick seals and takes the lingering batch
+    loop.advance(LINGER_S * 2)  # the tick seals, takes and publishes the lingering batch
+    writer.join(0.1)
+    assert writer.is_alive() and result == []  # published is not confirmed
+    loop.channel.ack_all()
     writer.join(5)
     assert not writer.is_alive()
     assert result[0].ticket == Ticket(0, "prod", 4)
     assert [[w[2] for w in writes] for _, _, _, _, writes in stream(loop)] == [[0, 1, 2]]
+
+
+def test_a_failed_batch_makes_room_too(loop):
+    """A batch that fails (here: its confirm never comes within confirm_timeout_s)
+    leaves the buffer as a confirmed one does."""
+    producer = make(loop, max_buffered=3, confirm_timeout_s=1.0)
+    (key,) = keys_in(0, 1)
+    futures = [producer.submit("set", key, n) for n in range(3)]
+    loop.advance(LINGER_S * 2)
+    assert len(loop.published) == 1
+    loop.advance(1.5)  # no confirm: the batch expires
+    assert all(f.exception(0) is not None for f in futures)
+    assert producer.submit("set", key, 3).ticket.seq == 4
 
 
 @pytest.mark.parametrize("published_before_flush", [False, True])

@@ -218,7 +218,10 @@ def test_a_call_waits_while_the_buffer_is_full(loop):
     writer.start()
     writer.join(0.1)
     assert writer.is_alive() and result == []
-    loop.advance(2 * LINGER_S)  # the tick seals and takes the lingering batch
+    loop.advance(2 * LINGER_S)  # the tick seals, takes and publishes the lingering batch
+    writer.join(0.1)
+    assert writer.is_alive() and result == []  # published is not confirmed
+    loop.channel.ack_all()
     writer.join(5)
     assert not writer.is_alive()
     assert [t.seq for t in result[0].tickets()] == [4, 5]
