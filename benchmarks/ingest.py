@@ -117,11 +117,15 @@ class Run:
             self.wait_quiet(pids)
         out = self.logs / f"client-{len(self.client_rows)}"
         meter = CpuMeter({**self.servers.server_pids(), **pids}).start()
+        limit_s = max(120.0, a.client / 100)
         with open(self.logs / "client.log", "ab") as log:
-            subprocess.run([sys.executable, "-m", "examples.skiresort.client", "--url", url,
-                            "--total", str(a.client), "--read-back", "none",
-                            "--out", str(out)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                           timeout=max(120.0, a.client / 100), check=False)
+            try:
+                subprocess.run([sys.executable, "-m", "examples.skiresort.client", "--url", url,
+                                "--total", str(a.client), "--read-back", "none",
+                                "--out", str(out)], cwd=REPO, stdout=log,
+                               stderr=subprocess.STDOUT, timeout=limit_s, check=False)
+            except subprocess.TimeoutExpired:
+                say(f"{name}: the load client did not finish in {limit_s:.0f} s; stopped")
         cpu = meter.stop()
         try:
             figures = json.loads((out / "summary.json").read_text())

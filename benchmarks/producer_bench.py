@@ -90,6 +90,7 @@ def _threads_case(ctx: Context, key: str, runs: list[dict[str, Any]], *, many: b
     threads = runs[0]["threads"]
     out = sorted(runs, key=lambda o: o["confirmed_per_s"])[len(runs) // 2]
     ctx.detail(f"producer.{key}", **out, rounds=[o["confirmed_per_s"] for o in runs])
+    ok = all(o["complete"] and not o["failed"] for o in runs)
     note = "" if all(o["complete"] for o in runs) else "stopped by its time limit"
     if len(runs) > 1:
         note = (note + "; " if note else "") + f"median of {len(runs)} rounds"
@@ -97,13 +98,12 @@ def _threads_case(ctx: Context, key: str, runs: list[dict[str, Any]], *, many: b
     fig = ctx.results.add("producer", key, f"confirmed writes/s, {_label(threads, many)}",
                           out["confirmed_per_s"], "writes/s", compare_to_redis=True,
                           note=note, **extra)
-    if any(o["failed"] or not o["complete"] for o in runs):
+    if not ok:
         fig.passed = False
     ctx.results.add("producer", f"{key}_submit", f"submit calls/s, {_label(threads, many)} "
                     "(writes handed over, before confirms)", out["submitted_per_s"], "writes/s")
     ctx.results.add("producer", f"{key}_cpu", f"producer process CPU per write, "
                     f"{_label(threads, many)}", out["cpu_us_per_write"], "µs")
-    ok = all(o["complete"] and not o["failed"] for o in runs)
     return float(out["confirmed_per_s"]) if ok else 0.0
 
 

@@ -99,7 +99,13 @@ class Producer:
         # including the ones the publisher already took.
         self._unsettled: deque[Batch] = deque()
         self._next_seq = [1] * self._partitions
-        self._buffered = 0
+        # Writes placed in batches, and those of them in batches settled since: the
+        # difference is what max_buffered bounds. _placed changes under the lock;
+        # _settled only on the publisher's thread, which settles every batch, so
+        # settling takes the lock only to wake a writer waiting for room.
+        self._placed = 0
+        self._settled = 0
+        self._space_waiters = 0
         # Writes submit() took and nobody placed in a batch yet: their futures, each
         # carrying its partition and packed write until placed.
         self._staged: deque[WriteFuture] = deque()
@@ -135,7 +141,7 @@ class Producer:
         if self._refusal is not None:
             raise LiftlineError(self._refusal)
         staged = self._staged
-        if len(staged) + self._buffered >= self._max_buffered:
+        if len(staged) + self._placed - self._settled >= self._max_buffered:
             with self._lock:
                 self._place_staged()
                 self._admit()
@@ -152,31 +158,23 @@ class Producer:
         if self._event_driven or self._linger_zero:
             self._place_now()
         elif len(staged) >= self._max_writes:
-            self._place_if_free()
+            # Only if the lock is free: the holder, or the publisher's next turn, places
+            # them otherwise. Submitters that queued for the lock here kept the
+            # publisher's thread from it for seconds (a lock is not handed out in turn;
+            # 1,000,000 writes from 16 threads: its timers up to 1.9 s late, waiting in
+            # _drain, and its channel given up for a stall of its own making).
+            self._place_now(wait=False)
         return future
 
-    def _place_if_free(self) -> None:
-        """Place the staged writes unless another thread holds the lock (it, or the
-        publisher's next turn, will place them). Threads that queued for the lock
-        here kept the publisher's thread from it for seconds: a lock is not handed
-        out in turn, and a submitter releasing it took it straight back (1,000,000
-        writes from 16 threads: the publisher's timers up to 2.3 s late, waiting in
-        _drain, and its channel given up for a stall of its own making)."""
-        if not self._lock.acquire(blocking=False):
+    def _place_now(self, wait: bool = True) -> None:
+        """Place the staged writes (from any thread but the publisher's); with
+        ``wait=False`` only if the lock is free."""
+        if not self._lock.acquire(blocking=wait):
             return
         try:
             wake, opened = self._place_staged()
         finally:
             self._lock.release()
-        if wake:
-            self._publisher.wake()
-        if opened:
-            self._publisher.batch_opened()
-
-    def _place_now(self) -> None:
-        """Place the staged writes (from any thread but the publisher's)."""
-        with self._lock:
-            wake, opened = self._place_staged()
         if wake or self._linger_zero:
             self._publisher.wake()
         if opened:
@@ -205,7 +203,7 @@ class Producer:
             future._batch = batch
             batch.writes.append(packed)
             batch.size += size
-            self._buffered += 1
+            self._placed += 1
             if len(batch.writes) >= max_writes:
                 self._seal(partition, batch)
                 wake = True
@@ -287,7 +285,7 @@ class Producer:
                     if len(batch.writes) >= self._max_writes:
                         self._seal(partition, batch)  # full: out now, not after linger
                         wake = True
-            self._buffered += len(parts)
+            self._placed += len(parts)
         if wake or (self._linger_zero and parts):
             self._publisher.wake()
         if opened:
@@ -315,7 +313,7 @@ class Producer:
         the buffer is full."""
         if self._refusal is not None:
             raise LiftlineError(self._refusal)
-        if self._buffered >= self._max_buffered:
+        if self._placed - self._settled >= self._max_buffered:
             self._wait_for_space()
 
     def _renew_if_due(self) -> bool:
@@ -329,9 +327,13 @@ class Producer:
     def _wait_for_space(self) -> None:
         """Wait (holding the lock's condition) until the buffer has room; Timeout if not."""
         deadline = time.monotonic() + self.settings.confirm_timeout_s
-        while self._buffered >= self._max_buffered:
-            if not self._space.wait(deadline - time.monotonic()):
-                raise Timeout("producer buffer full: RabbitMQ is not confirming writes")
+        self._space_waiters += 1  # before the check: _release reads it after counting
+        try:
+            while self._placed - self._settled >= self._max_buffered:
+                if not self._space.wait(deadline - time.monotonic()):
+                    raise Timeout("producer buffer full: RabbitMQ is not confirming writes")
+        finally:
+            self._space_waiters -= 1
         if self._refusal is not None:
             raise LiftlineError(self._refusal)
 
@@ -427,10 +429,12 @@ class Producer:
         return out
 
     def _release(self, writes: int, _batch: Batch) -> None:
-        """A batch handed out was settled, either way: its writes leave the buffer."""
-        with self._lock:
-            self._buffered -= writes
-            self._space.notify_all()
+        """A batch handed out was settled, either way (on the publisher's thread): its
+        writes leave the buffer."""
+        self._settled += writes
+        if self._space_waiters:
+            with self._lock:
+                self._space.notify_all()
 
     def _give_up(self, error: LiftlineError) -> None:
         for batch in self._drain(True):
