@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import Any
 
 import pytest
 import redis
@@ -114,3 +116,32 @@ def test_worker_keeps_state_across_a_redis_crash(local_servers, tmp_path):
     finally:
         pool.stop_all()
         client.close()
+
+
+def test_max_buffered_holds_writers_back_while_rabbitmq_confirms_nothing(local_servers):
+    """max_buffered counts writes until they are confirmed: while a memory alarm keeps
+    RabbitMQ from reading the connection, a writer past the bound waits (before, the
+    publisher's taking a batch made room, and an outage grew the buffer without end);
+    once the alarm clears, everything is confirmed, the waiting write too."""
+    settings = _settings(local_servers, "bufalarm").replace(confirm_timeout_s=60)
+    rabbitmq = local_servers.rabbitmq
+    with Producer(settings, max_buffered=50) as producer:
+        assert producer.put("before", 1).partition >= 0  # connected, confirming
+        rabbitmq.ctl("set_vm_memory_high_watermark", "0")
+        try:
+            held = [producer.submit("incr", f"held:{i}", 1) for i in range(50)]
+            # RabbitMQ blocks a publishing connection at its next publish: these.
+            wait_until(lambda: producer.publisher.blocked, 30, message="connection blocked")
+            late: list[Any] = []
+            writer = threading.Thread(
+                target=lambda: late.append(producer.submit("incr", "late", 1)))
+            writer.start()
+            writer.join(2.0)  # a bound: it must still be waiting for room
+            assert writer.is_alive() and late == [], "a write past max_buffered was taken"
+            assert not any(f.done() for f in held)
+        finally:
+            rabbitmq.ctl("set_vm_memory_high_watermark", "0.4")
+        writer.join(60)
+        assert not writer.is_alive() and len(late) == 1
+        tickets = [f.result(60) for f in held] + [late[0].result(60)]
+    assert len(set(tickets)) == 51
